@@ -1,0 +1,184 @@
+"""Benchmark and sanity-check the data module: is "shapes" fast, not linear in pixels, but learnable?
+
+    python benchmarks/bench_data.py            # ~4 min on 2 CPU cores
+    python benchmarks/bench_data.py --quick    # ~1 min, smaller numbers (the CNN will not reach 95%)
+
+Prints
+  1. shapes generation speed (images/s at 32 and 64 px),
+  2. batched augmentation speed,
+  3. a raw-pixel linear probe (StandardScaler + LogisticRegression): should stay BELOW 50%,
+  4. a small supervised CNN trained for a fixed wall-clock budget: should reach >= 95% test accuracy,
+  5. optionally (--imagefolder PATH) the decode speed of an image folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))    # run from a checkout without installing
+from jepa_lite.data import BatchAugment, iterate_batches, load_dataset, make_shapes, normalize  # noqa: E402
+
+
+def bench_generation(num_images: int) -> None:
+    make_shapes(512)                                                  # warm-up (allocator, noise bank)
+    for size in (32, 64):
+        n = num_images if size == 32 else num_images // 4
+        for threads in sorted({torch.get_num_threads(), 1}, reverse=True):
+            prev = torch.get_num_threads()
+            torch.set_num_threads(threads)
+            t, c = time.perf_counter(), time.process_time()
+            make_shapes(n, image_size=size, start_index=10_000)
+            wall, cpu = time.perf_counter() - t, time.process_time() - c
+            torch.set_num_threads(prev)
+            print(f"  shapes {size:>2} px, {threads} thread(s): {n / wall:8.0f} images/s "
+                  f"({n / cpu:.0f} images per CPU-second)")
+
+
+def bench_augment(batch_size: int = 256, repeats: int = 20) -> None:
+    images = make_shapes(batch_size).images
+    augment = BatchAugment()
+    g = torch.Generator().manual_seed(0)
+    augment(images, g)
+    t = time.perf_counter()
+    for _ in range(repeats):
+        augment(images, g)
+    print(f"  BatchAugment (crop + flip, 32 px, batch {batch_size}): "
+          f"{batch_size * repeats / (time.perf_counter() - t):.0f} images/s")
+
+
+def linear_probe(num_train: int, num_test: int) -> float:
+    """Raw-pixel baseline: StandardScaler + multinomial logistic regression on normalised pixels."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    train = load_dataset("shapes", "train", max_images=num_train)
+    test = load_dataset("shapes", "test", max_images=num_test)
+    x_train, x_test = (normalize(d.images).flatten(1).numpy() for d in (train, test))
+    t = time.perf_counter()
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=300))
+    clf.fit(x_train, train.labels.numpy())
+    train_acc = clf.score(x_train, train.labels.numpy())
+    acc = clf.score(x_test, test.labels.numpy())
+    print(f"  raw-pixel linear probe ({num_train} train / {num_test} test): test accuracy {acc:.1%} "
+          f"(train {train_acc:.1%}, fit {time.perf_counter() - t:.0f} s)  [target < 50%]")
+    return acc
+
+
+class SmallCNN(nn.Module):
+    """4 conv layers (32 -> 16 -> 8 -> 4 px), global average pool, linear head."""
+
+    def __init__(self, num_classes: int = 10, width: int = 32):
+        super().__init__()
+        chans = [3, width, 2 * width, 4 * width, 4 * width]
+        layers = []
+        for i in range(4):
+            layers += [nn.Conv2d(chans[i], chans[i + 1], 3, stride=1 if i == 0 else 2, padding=1, bias=False),
+                       nn.BatchNorm2d(chans[i + 1]), nn.ReLU(inplace=True)]
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(chans[-1], num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).mean(dim=(2, 3)))
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:
+    model.eval()
+    correct = sum((model(normalize(images[i:i + batch_size])).argmax(1) == labels[i:i + batch_size]).sum().item()
+                  for i in range(0, len(images), batch_size))
+    model.train()
+    return correct / len(images)
+
+
+def train_cnn(seconds: float, num_train: int, num_test: int, width: int, lr: float = 3e-3,
+              batch_size: int = 128) -> float:
+    """Supervised CNN on shapes for a wall-clock budget; the learning rate follows a cosine over the
+    budget (by elapsed time, so the schedule completes whatever the machine's speed)."""
+    torch.manual_seed(0)
+    train = load_dataset("shapes", "train", max_images=num_train)
+    test = load_dataset("shapes", "test", max_images=num_test)
+    model = SmallCNN(len(train.classes), width)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    g = torch.Generator().manual_seed(0)
+    start, steps, seen, done = time.perf_counter(), 0, 0, False
+    while not done:
+        for images, labels in iterate_batches(train, batch_size, g):
+            frac = (time.perf_counter() - start) / seconds
+            if frac >= 1:
+                done = True
+                break
+            for group in opt.param_groups:
+                group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * frac)) * min(1.0, steps / 50)  # + short warm-up
+            loss = F.cross_entropy(model(normalize(images)), labels)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            steps, seen = steps + 1, seen + len(images)
+            if steps % 200 == 0:
+                print(f"    step {steps:5d}  {time.perf_counter() - start:5.0f} s  loss {loss.item():.3f}", flush=True)
+    train_time = time.perf_counter() - start
+    acc = accuracy(model, test.images, test.labels)
+    per_class = [accuracy(model, test.images[test.labels == c], test.labels[test.labels == c])
+                 for c in range(len(test.classes))]
+    print(f"  supervised CNN (width {width}, {steps} steps x {batch_size} = {seen / len(train):.1f} epochs of "
+          f"{len(train)}, {train_time:.0f} s): test accuracy {acc:.1%} on {len(test)}  [target >= 95%]")
+    print("    per class: " + ", ".join(f"{name} {a:.0%}" for name, a in zip(test.classes, per_class)))
+    return acc
+
+
+def bench_imagefolder(path: str) -> None:
+    with tempfile.TemporaryDirectory() as cache_root:
+        for attempt in ("decode", "cached"):
+            t = time.perf_counter()
+            ds = load_dataset(f"imagefolder:{path}", "train", root=cache_root)
+            dt = time.perf_counter() - t
+            print(f"  imagefolder ({attempt}): {len(ds)} images, {ds.image_size} px, {len(ds.classes)} classes "
+                  f"in {dt:.1f} s ({len(ds) / dt:.0f} images/s)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes, ~1 minute")
+    parser.add_argument("--cnn-seconds", type=float, default=None, help="CNN training budget (default 150, quick 30)")
+    parser.add_argument("--cnn-width", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--imagefolder", default=None, help="also time decoding this image folder")
+    parser.add_argument("--skip", default="", help="comma list of sections to skip: gen,augment,probe,cnn")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    skip = set(args.skip.split(","))
+    q = args.quick
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU thread(s)")
+    t0 = time.perf_counter()
+    if "gen" not in skip:
+        print("generation:")
+        bench_generation(5_000 if q else 20_000)
+    if "augment" not in skip:
+        print("augmentation:")
+        bench_augment()
+    if "probe" not in skip:
+        print("learnability:")
+        linear_probe(*((3_000, 1_000) if q else (10_000, 2_000)))
+    if "cnn" not in skip:
+        seconds = args.cnn_seconds or (30 if q else 150)
+        train_cnn(seconds, *((10_000, 2_000) if q else (50_000, 10_000)), width=args.cnn_width)
+    if args.imagefolder:
+        print("image folder:")
+        bench_imagefolder(args.imagefolder)
+    print(f"total {time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

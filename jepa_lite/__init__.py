@@ -1,0 +1,10 @@
+"""jepa_lite: the pieces of I-JEPA that the course builds, finished and tested.
+
+    masks      block samplers -> index tensors          (notebook 01)
+    models     patch embedding, sin-cos, ViT, predictor  (notebooks 02, 03)
+    objective  EMA target, loss, collapse monitors       (notebook 04)
+    train      engine: schedules, budget, checkpoints    (notebook 05)
+    evaluate   features, probes, kNN, UMAP               (notebook 06)
+    data       procedural shapes, CIFAR-10/STL-10, image folders
+"""
+__version__ = "0.1.0"

@@ -1,0 +1,168 @@
+"""`jepa-lite`: pretrain and probe from the command line.
+
+    jepa-lite train [--data shapes|cifar10|stl10|imagefolder:PATH] [--model tiny|small|...]
+                    [--budget-minutes N | --epochs N | --steps N] --out DIR
+    jepa-lite probe --checkpoint DIR_OR_FILE [--data D] [--test-data D2] [--layers K]
+
+Every `train` flag is a field of `jepa_lite.train.TrainConfig` (same name, dashes for
+underscores), so the defaults live in one place.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import types
+import typing
+from dataclasses import MISSING, fields
+from pathlib import Path
+
+from .train import TrainConfig
+
+_HIDDEN = {"mask"}     # set through --mask key=value
+
+
+def _field_type(f) -> tuple[type, bool]:
+    """(base type, optional) of a dataclass field, e.g. `int | None` -> (int, True)."""
+    hint = typing.get_type_hints(TrainConfig)[f.name]
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        base = [a for a in args if a is not type(None)][0]
+        return base, True
+    return hint, False
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    for f in fields(TrainConfig):
+        if f.name in _HIDDEN:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not MISSING else None
+        base, _ = _field_type(f)
+        if base is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        elif typing.get_origin(base) is tuple:
+            parser.add_argument(flag, type=float, nargs=2, default=default, metavar=("MIN", "MAX"))
+        else:
+            parser.add_argument(flag, type=base, default=default, help=f"default: {default}")
+    parser.add_argument("--mask", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a MaskConfig field, e.g. --mask num_targets=2 --mask strategy=random")
+
+
+def _parse_mask_overrides(items: list[str]) -> dict:
+    """["num_targets=2", "target_scale=[0.1,0.2]", "strategy=random"] -> dict (JSON values, else strings)."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise SystemExit(f"--mask expects KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value
+        out[key] = tuple(parsed) if isinstance(parsed, list) else parsed
+    return out
+
+
+def _load_test_set(spec: str, explicit: bool, root, image_size: int, max_images: int | None):
+    """The held-out split of `spec`; an explicitly given image folder without a test/ subfolder
+    is itself the test set."""
+    from .data import load_dataset
+
+    try:
+        return load_dataset(spec, "test", root=root, image_size=image_size, max_images=max_images)
+    except ValueError:
+        if explicit and spec.startswith("imagefolder:"):
+            return load_dataset(spec, "train", root=root, image_size=image_size, max_images=max_images)
+        raise
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import train
+
+    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if f.name not in _HIDDEN}
+    # one length only: an explicit --steps or --epochs replaces the default budget
+    if args.steps is not None or args.epochs is not None:
+        values["budget_minutes"] = None
+    values["mask"] = _parse_mask_overrides(args.mask)
+    config = TrainConfig(**values)
+    result = train(config, args.out, resume=not args.no_resume, progress=not args.quiet)
+    last = result.history[-1] if result.history else {}
+    print(f"trained {result.steps} steps in {result.seconds / 60:.1f} min"
+          + (f"; final loss {last['loss']:.4f}, target std {last['target_std']:.3f}, "
+             f"RankMe {last['target_rankme']:.1f}, {last['images_per_second']:.0f} img/s" if last else ""))
+    print(f"checkpoint: {result.checkpoint_path}")
+    return 0
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    import torch
+
+    from .data import load_dataset
+    from .evaluate import format_table, probe_encoders
+    from .train import build_jepa, jepa_from_checkpoint, load_checkpoint
+    from .models import PredictorConfig, ViTConfig
+
+    checkpoint_path = Path(args.checkpoint)
+    checkpoint = load_checkpoint(checkpoint_path)
+    saved = checkpoint["train_config"]
+    image_size = checkpoint["data"]["image_size"]
+    root = args.data_root or saved["data_root"]
+    train_spec = args.data or saved["data"]
+    test_spec = args.test_data or train_spec
+    print(f"probe data: train={train_spec} test={test_spec} ({image_size} px)")
+    train_set = load_dataset(train_spec, "train", root=root, image_size=image_size, max_images=args.max_train_images)
+    test_set = _load_test_set(test_spec, explicit=args.test_data is not None, root=root, image_size=image_size,
+                              max_images=args.max_test_images)
+    model = jepa_from_checkpoint(checkpoint)
+    torch.manual_seed(args.seed)
+    random_init = build_jepa(ViTConfig(**checkpoint["encoder_config"]), PredictorConfig(**checkpoint["predictor_config"]))
+    encoders = {"target encoder": model.target_encoder, "context encoder": model.context_encoder,
+                "random init": random_init.context_encoder}
+    print(f"{len(train_set)} train / {len(test_set)} test images; reading the last {args.layers} block(s)")
+    rows = probe_encoders(encoders, train_set, test_set, layers=args.layers, log=print)
+    title = f"probe after {checkpoint['step']} steps ({checkpoint.get('elapsed_seconds', 0) / 60:.1f} min)"
+    print(format_table(rows, title))
+    out = (checkpoint_path if checkpoint_path.is_dir() else checkpoint_path.parent) / "probe.json"
+    out.write_text(json.dumps({"train_data": train_spec, "test_data": test_spec, "layers": args.layers,
+                               "train_images": len(train_set), "test_images": len(test_set),
+                               "step": checkpoint["step"], "rows": [r.as_dict() for r in rows]}, indent=1))
+    print(f"written: {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jepa-lite", description="Pretrain and probe I-JEPA models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p_train = sub.add_parser("train", help="pretrain a JEPA; writes checkpoint.pt, config.json, metrics.json")
+    add_train_arguments(p_train)
+    p_train.add_argument("--out", required=True, help="output folder (resumes if it holds a checkpoint)")
+    p_train.add_argument("--no-resume", action="store_true", help="start over even if --out has a checkpoint")
+    p_train.add_argument("--quiet", action="store_true", help="no progress bar")
+    p_train.set_defaults(func=cmd_train)
+
+    p_probe = sub.add_parser("probe", help="linear + kNN probes of a checkpoint's encoders and baselines")
+    p_probe.add_argument("--checkpoint", required=True, help="checkpoint file or the --out folder of train")
+    p_probe.add_argument("--data", default=None, help="training data of the probe (default: the checkpoint's)")
+    p_probe.add_argument("--test-data", default=None, help="test data (default: the held-out split of --data)")
+    p_probe.add_argument("--data-root", default=None)
+    p_probe.add_argument("--layers", type=int, default=1, help="read the average-pooled outputs of the last K blocks")
+    p_probe.add_argument("--max-train-images", type=int, default=None)
+    p_probe.add_argument("--max-test-images", type=int, default=None)
+    p_probe.add_argument("--seed", type=int, default=0, help="seed of the random-init baseline")
+    p_probe.set_defaults(func=cmd_probe)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, FloatingPointError, RuntimeError) as error:
+        print(f"jepa-lite {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

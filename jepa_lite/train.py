@@ -1,0 +1,440 @@
+"""The training engine: schedules, time budget, metrics, atomic checkpoints, exact resume.
+
+One `TrainConfig` holds every default of the recipe (the CLI flags map onto its fields).
+Randomness is a pure function of (seed, step), so a run resumed from a checkpoint draws the
+same batches, crops and masks as the uninterrupted run and, on CPU, gives the same losses.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from .data import BatchAugment, ImageDataset, load_dataset
+from .masks import MaskConfig, MaskSampler, default_mask_config
+from .models import Predictor, PredictorConfig, ViTConfig, VisionTransformer, model_configs
+from .objective import JEPA, LOSSES, TARGET_MODES, ema_momentum, embedding_std, rankme
+
+CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_FORMAT = "jepa_lite/1"
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of a pretraining run. Length: give one of steps, epochs or budget_minutes
+    (if none is given, budget_minutes=5)."""
+    data: str = "shapes"
+    data_root: str = "data"
+    max_train_images: int | None = None
+    model: str = "tiny"
+    image_size: int | None = None          # default: the data set's own size
+    patch_size: int = 4
+    drop_path: float = 0.0
+    # length
+    steps: int | None = None
+    epochs: float | None = None
+    budget_minutes: float | None = None
+    batch_size: int = 128
+    # optimisation
+    lr: float = 1.5e-3
+    min_lr: float = 1e-5
+    warmup_steps: int = 100
+    weight_decay: float = 0.04
+    final_weight_decay: float = 0.2
+    grad_clip: float | None = 1.0
+    ema_start: float = 0.99
+    ema_end: float = 0.999
+    loss: str = "smooth_l1"
+    target_mode: str = "ema"
+    # masks and augmentation
+    mask: dict = field(default_factory=dict)      # overrides of default_mask_config's fields
+    crop_scale: tuple[float, float] = (0.3, 1.0)
+    hflip: bool = True
+    # machinery
+    seed: int = 0
+    device: str = "auto"
+    amp: str = "auto"                      # "auto" (bf16 on cuda/mps), "bf16", "none"
+    compile: bool = False
+    log_every: int = 25
+    checkpoint_every_minutes: float = 2.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.crop_scale, list):
+            self.crop_scale = tuple(self.crop_scale)
+        lengths = [x for x in (self.steps, self.epochs, self.budget_minutes) if x is not None]
+        if len(lengths) > 1:
+            raise ValueError(f"give only one of steps ({self.steps}), epochs ({self.epochs}) "
+                             f"and budget_minutes ({self.budget_minutes})")
+        if not lengths:
+            self.budget_minutes = 5.0
+        if self.steps is not None and self.steps <= 0:
+            raise ValueError(f"steps must be > 0, got {self.steps}")
+        if self.epochs is not None and self.epochs <= 0:
+            raise ValueError(f"epochs must be > 0, got {self.epochs}")
+        if self.budget_minutes is not None and not self.budget_minutes > 0:
+            raise ValueError(f"budget_minutes must be > 0, got {self.budget_minutes}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not self.lr > 0 or self.min_lr < 0:
+            raise ValueError(f"lr must be > 0 and min_lr >= 0, got lr={self.lr}, min_lr={self.min_lr}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; valid: {LOSSES}")
+        if self.target_mode not in TARGET_MODES:
+            raise ValueError(f"unknown target_mode {self.target_mode!r}; valid: {TARGET_MODES}")
+        if self.amp not in ("auto", "bf16", "none"):
+            raise ValueError(f"unknown amp {self.amp!r}; valid: auto, bf16, none")
+        if not (0 < self.crop_scale[0] <= self.crop_scale[1] <= 1):
+            raise ValueError(f"crop_scale must satisfy 0 < min <= max <= 1, got {self.crop_scale}")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+# ---------------------------------------------------------------------------------------------
+# building blocks
+
+def pick_device(name: str = "auto") -> torch.device:
+    """"auto" -> cuda if available, else mps, else cpu."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def autocast_context(device: torch.device, amp: str = "auto"):
+    """bf16 autocast on GPUs (and on CPU when asked), otherwise a no-op context."""
+    use = amp == "bf16" or (amp == "auto" and device.type in ("cuda", "mps"))
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use)
+
+
+def build_jepa(encoder_config: ViTConfig, predictor_config: PredictorConfig, target_mode: str = "ema",
+               loss: str = "smooth_l1") -> JEPA:
+    encoder = VisionTransformer(encoder_config)
+    predictor = Predictor(predictor_config, encoder.embed_dim, encoder.grid_size)
+    return JEPA(encoder, predictor, target_mode=target_mode, loss=loss)
+
+
+def configs_for(config: TrainConfig, image_size: int) -> tuple[ViTConfig, PredictorConfig, MaskConfig]:
+    encoder_config, predictor_config = model_configs(config.model, image_size=image_size,
+                                                     patch_size=config.patch_size,
+                                                     drop_path=config.drop_path)
+    mask_config = default_mask_config(encoder_config.grid_size)
+    unknown = set(config.mask) - {f.name for f in fields(MaskConfig)}
+    if unknown:
+        raise ValueError(f"unknown mask options {sorted(unknown)}; valid: {[f.name for f in fields(MaskConfig)]}")
+    mask_config = MaskConfig(**{**asdict(mask_config), **config.mask})
+    return encoder_config, predictor_config, mask_config
+
+
+def param_groups(model: nn.Module) -> list[dict]:
+    """AdamW groups: weight decay on matrices only, none on biases and 1-D (norm) parameters."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+    return [{"params": decay, "apply_wd": True}, {"params": no_decay, "apply_wd": False, "weight_decay": 0.0}]
+
+
+def lr_at(step: int, total_steps: int, config: TrainConfig) -> float:
+    """Linear warmup to config.lr over warmup_steps (at most 10% of the run), then cosine to min_lr."""
+    warmup = max(1, min(config.warmup_steps, total_steps // 10))
+    if step < warmup:
+        return config.lr * (step + 1) / warmup
+    progress = min((step - warmup) / max(total_steps - warmup, 1), 1.0)
+    return config.min_lr + 0.5 * (config.lr - config.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def weight_decay_at(step: int, total_steps: int, config: TrainConfig) -> float:
+    """Cosine increase weight_decay -> final_weight_decay (the paper: 0.04 -> 0.4)."""
+    progress = min(step / max(total_steps, 1), 1.0)
+    return config.final_weight_decay + 0.5 * (config.weight_decay - config.final_weight_decay) * (
+        1 + math.cos(math.pi * progress))
+
+
+def step_generator(seed: int, step: int, stream: int) -> torch.Generator:
+    """A CPU generator that depends only on (seed, step, stream): this is what makes resume exact."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 16 + stream)
+
+
+def batch_indices(num_images: int, batch_size: int, seed: int, step: int) -> torch.Tensor:
+    """The image indices of a step: epochs are fresh permutations, batches consecutive slices."""
+    per_epoch = max(num_images // batch_size, 1)
+    epoch, position = divmod(step, per_epoch)
+    order = torch.randperm(num_images, generator=step_generator(seed, epoch, 15))
+    return order[position * batch_size:(position + 1) * batch_size]
+
+
+# ---------------------------------------------------------------------------------------------
+# checkpoints
+
+def save_atomic(obj, path: Path) -> None:
+    """torch.save to a temporary file in the same folder, then rename: a crash mid-write never
+    leaves a truncated checkpoint behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_json_atomic(obj, path: Path) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    """Load a checkpoint written by `train` (plain tensors and dicts, weights_only=True)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a jepa_lite checkpoint (expected format {CHECKPOINT_FORMAT!r})")
+    return checkpoint
+
+
+def load_state_dict_checked(module: nn.Module, state_dict: dict, what: str) -> None:
+    """load_state_dict that fails with one clear message listing every mismatched key."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    shapes = [f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in sorted(set(own) & set(state_dict)) if own[k].shape != state_dict[k].shape]
+    if missing or unexpected or shapes:
+        raise ValueError(f"checkpoint {what} does not match this architecture:\n"
+                         f"  missing keys: {missing}\n  unexpected keys: {unexpected}\n"
+                         f"  shape mismatches: {shapes}")
+    module.load_state_dict(state_dict)
+
+
+def jepa_from_checkpoint(checkpoint: dict) -> JEPA:
+    """Rebuild the JEPA (all three networks) from a checkpoint dict."""
+    model = build_jepa(ViTConfig(**checkpoint["encoder_config"]), PredictorConfig(**checkpoint["predictor_config"]),
+                       target_mode=checkpoint["train_config"]["target_mode"], loss=checkpoint["train_config"]["loss"])
+    for part in ("context_encoder", "target_encoder", "predictor"):
+        load_state_dict_checked(getattr(model, part), checkpoint[part], part)
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# the loop
+
+@dataclass
+class TrainResult:
+    model: JEPA
+    history: list[dict]
+    checkpoint_path: Path
+    steps: int
+    seconds: float
+
+
+class Trainer:
+    """Holds the model, optimizer and data of one run; `run()` trains to the end (or budget)."""
+
+    def __init__(self, config: TrainConfig, out_dir: str | Path, dataset: ImageDataset | None = None,
+                 resume: bool = True, progress: bool = True, log=print):
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.checkpoint_path = self.out_dir / CHECKPOINT_NAME
+        self.progress = progress
+        self.log = log
+        self.device = pick_device(config.device)
+        torch.manual_seed(config.seed)
+
+        if dataset is None:
+            dataset = load_dataset(config.data, "train", root=config.data_root, image_size=config.image_size,
+                                   max_images=config.max_train_images)
+        if len(dataset) < 1:
+            raise ValueError(f"data set {config.data!r} is empty")
+        self.image_size = dataset.images.shape[-1]
+        self.dataset = dataset.to(self.device)
+        self.encoder_config, self.predictor_config, self.mask_config = configs_for(config, self.image_size)
+        self.model = build_jepa(self.encoder_config, self.predictor_config, config.target_mode, config.loss).to(self.device)
+        self.optimizer = torch.optim.AdamW(param_groups(self.model), lr=config.lr, betas=(0.9, 0.95),
+                                           weight_decay=config.weight_decay)
+        self.mask_sampler = MaskSampler(self.mask_config)
+        self.augment = BatchAugment(crop_scale=config.crop_scale, hflip=config.hflip)
+        self.forward = torch.compile(self.model, dynamic=True) if config.compile else self.model
+
+        self.steps_per_epoch = max(len(dataset) // config.batch_size, 1)
+        if config.steps is not None:
+            self.total_steps = config.steps
+        elif config.epochs is not None:
+            self.total_steps = max(1, math.ceil(config.epochs * self.steps_per_epoch))
+        else:
+            self.total_steps = None        # set from measured speed after a few steps
+        self.step = 0
+        self.elapsed = 0.0                 # training seconds spent so far (over all resumes)
+        self.history: list[dict] = []
+        if resume and self.checkpoint_path.exists():
+            self._restore(load_checkpoint(self.checkpoint_path, map_location=self.device))
+
+    # -- state -----------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "train_config": asdict(self.config),
+            "encoder_config": asdict(self.encoder_config),
+            "predictor_config": asdict(self.predictor_config),
+            "mask_config": asdict(self.mask_config),
+            "data": {"spec": self.config.data, "image_size": self.image_size, "num_images": len(self.dataset)},
+            "context_encoder": self.model.context_encoder.state_dict(),
+            "target_encoder": self.model.target_encoder.state_dict(),
+            "predictor": self.model.predictor.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "total_steps": self.total_steps,
+            "elapsed_seconds": self.elapsed,
+            "history": self.history,
+        }
+
+    def _restore(self, checkpoint: dict) -> None:
+        saved = checkpoint["train_config"]
+        for key in ("model", "patch_size", "batch_size", "seed", "loss", "target_mode", "data"):
+            if saved.get(key) != getattr(self.config, key):
+                raise ValueError(f"cannot resume {self.checkpoint_path}: it was trained with {key}={saved.get(key)!r}, "
+                                 f"this run asks for {key}={getattr(self.config, key)!r} (use another --out)")
+        for part in ("context_encoder", "target_encoder", "predictor"):
+            load_state_dict_checked(getattr(self.model, part), checkpoint[part], part)
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.step = checkpoint["step"]
+        if self.total_steps is None:           # budget runs keep the schedule they measured
+            self.total_steps = checkpoint["total_steps"]
+        self.elapsed = checkpoint.get("elapsed_seconds", 0.0)
+        self.history = list(checkpoint["history"])
+        self.log(f"resumed from {self.checkpoint_path.name} at step {self.step}")
+
+    def save(self) -> None:
+        save_atomic(self.state(), self.checkpoint_path)
+        write_json_atomic(self.history, self.out_dir / "metrics.json")
+        write_json_atomic({"train": asdict(self.config), "encoder": asdict(self.encoder_config),
+                           "predictor": asdict(self.predictor_config), "mask": asdict(self.mask_config)},
+                          self.out_dir / "config.json")
+
+    # -- one step --------------------------------------------------------------------------
+    def train_step(self, step: int, total_steps: int) -> dict:
+        config = self.config
+        lr, wd = lr_at(step, total_steps, config), weight_decay_at(step, total_steps, config)
+        momentum = ema_momentum(step, total_steps, config.ema_start, config.ema_end)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+            group["weight_decay"] = wd if group["apply_wd"] else 0.0
+
+        indices = batch_indices(len(self.dataset), config.batch_size, config.seed, step).to(self.device)
+        images = self.augment(self.dataset.images[indices], generator=step_generator(config.seed, step, 1))
+        masks = self.mask_sampler(images.shape[0], generator=step_generator(config.seed, step, 2), device=self.device)
+        torch.manual_seed(config.seed * 7919 + step)        # drop-path noise, reproducible per step
+
+        self.model.train()
+        with autocast_context(self.device, config.amp):
+            out = self.forward(images, masks.context_indices, masks.target_indices)
+        loss = out["loss"]
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"loss became {loss.item()} at step {step}; stopping. The last good checkpoint "
+                f"(step {self._last_saved_step}) is kept at {self.checkpoint_path}; try a lower --lr than {config.lr}")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
+        self.optimizer.step()
+        self.model.update_target(momentum)
+        return {"loss": loss.detach(), "lr": lr, "wd": wd, "momentum": momentum,
+                "target_tokens": out["target_tokens"].detach(), "batch": images.shape[0]}
+
+    # -- the loop ----------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        config = self.config
+        budget = config.budget_minutes * 60 if config.budget_minutes is not None else None
+        provisional_total = 10 ** 6                  # before the speed is measured (budget runs)
+        self._last_saved_step = self.step
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=self.total_steps, initial=self.step, desc="train", leave=True)
+
+        interval_loss, interval_images, interval_start = 0.0, 0, time.perf_counter()
+        last_save = time.perf_counter()
+        calibration_start = None
+        run_start = time.perf_counter() - self.elapsed
+        while True:
+            total = self.total_steps or provisional_total
+            if self.step >= total:
+                break
+            if budget is not None and time.perf_counter() - run_start >= budget:
+                break
+            result = self.train_step(self.step, total)
+            self.step += 1
+            interval_loss += result["loss"].item()
+            interval_images += result["batch"]
+            if bar is not None:
+                bar.update(1)
+
+            # budget runs: fix the schedule length from the speed of steps 3..12
+            if self.total_steps is None:
+                if self.step == 3:
+                    calibration_start = time.perf_counter()
+                elif self.step == 13:
+                    per_step = (time.perf_counter() - calibration_start) / 10
+                    remaining = budget - (time.perf_counter() - run_start)
+                    self.total_steps = self.step + max(int(remaining / per_step), 1)
+                    if bar is not None:
+                        bar.total = self.total_steps
+                        bar.refresh()
+
+            if self.step % config.log_every == 0 or self.step == (self.total_steps or -1):
+                now = time.perf_counter()
+                pooled = result["target_tokens"].float().mean(dim=1)           # [B, D]
+                record = {"step": self.step, "loss": interval_loss / max(interval_images / result["batch"], 1),
+                          "lr": result["lr"], "weight_decay": result["wd"], "momentum": result["momentum"],
+                          "target_std": embedding_std(result["target_tokens"]),
+                          "target_rankme": rankme(pooled),
+                          "images_per_second": interval_images / max(now - interval_start, 1e-9),
+                          "elapsed_seconds": now - run_start}
+                self.history.append(record)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{record['loss']:.4f}", std=f"{record['target_std']:.3f}")
+                interval_loss, interval_images, interval_start = 0.0, 0, now
+            if time.perf_counter() - last_save > config.checkpoint_every_minutes * 60:
+                self.elapsed = time.perf_counter() - run_start
+                self.save()
+                self._last_saved_step = self.step
+                last_save = time.perf_counter()
+
+        if self.total_steps is None or (budget is not None and self.step < self.total_steps):
+            self.total_steps = self.step             # budget ran out: record what was done
+        self.elapsed = time.perf_counter() - run_start
+        self.save()
+        if bar is not None:
+            bar.close()
+        return TrainResult(self.model, self.history, self.checkpoint_path, self.step, self.elapsed)
+
+
+def train(config: TrainConfig, out_dir: str | Path, dataset: ImageDataset | None = None, resume: bool = True,
+          progress: bool = True, log=print) -> TrainResult:
+    """Pretrain a JEPA with `config`; `out_dir` receives checkpoint.pt, config.json and metrics.json.
+    If out_dir already holds a checkpoint of the same run, training resumes from it."""
+    return Trainer(config, out_dir, dataset=dataset, resume=resume, progress=progress, log=log).run()

@@ -1,0 +1,139 @@
+import json
+import math
+
+import pytest
+import torch
+
+from jepa_lite.data import make_shapes
+from jepa_lite.train import (CHECKPOINT_NAME, TrainConfig, Trainer, batch_indices, jepa_from_checkpoint,
+                             load_checkpoint, lr_at, param_groups, save_atomic, train, weight_decay_at)
+
+TINY = dict(model="micro", batch_size=16, log_every=1, device="cpu", image_size=16, patch_size=2,
+            warmup_steps=2, checkpoint_every_minutes=100.0)
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    return make_shapes(64, seed=0, image_size=16)
+
+
+def test_lengths_are_exclusive_and_positive():
+    with pytest.raises(ValueError, match="only one"):
+        TrainConfig(steps=5, epochs=1)
+    for bad in (0, -1.0):
+        with pytest.raises(ValueError, match=f"budget_minutes must be > 0, got {bad}"):
+            TrainConfig(budget_minutes=bad)
+    with pytest.raises(ValueError, match="steps must be > 0"):
+        TrainConfig(steps=0)
+    assert TrainConfig().budget_minutes == 5.0
+
+
+def test_schedules():
+    config = TrainConfig(steps=100, lr=1e-3, min_lr=0.0, warmup_steps=10, weight_decay=0.04, final_weight_decay=0.4)
+    assert lr_at(0, 100, config) == pytest.approx(1e-4)
+    assert lr_at(9, 100, config) == pytest.approx(1e-3)
+    assert lr_at(100, 100, config) == pytest.approx(0.0, abs=1e-12)
+    lrs = [lr_at(s, 100, config) for s in range(10, 100)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+    assert weight_decay_at(0, 100, config) == pytest.approx(0.04)
+    assert weight_decay_at(100, 100, config) == pytest.approx(0.4)
+
+
+def test_param_groups_exclude_biases_and_norms():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4))
+    decay, no_decay = param_groups(model)
+    assert [p.shape for p in decay["params"]] == [(4, 3)]
+    assert len(no_decay["params"]) == 3 and no_decay["weight_decay"] == 0.0
+
+
+def test_batches_cover_each_epoch_once():
+    seen = torch.cat([batch_indices(40, 8, seed=1, step=s) for s in range(5)])
+    assert sorted(seen.tolist()) == list(range(40))
+    assert not torch.equal(batch_indices(40, 8, 1, 0), batch_indices(40, 8, 1, 5))  # next epoch reshuffles
+
+
+def test_training_runs_and_writes_outputs(tmp_path, tiny_data):
+    result = train(TrainConfig(steps=4, **TINY), tmp_path, dataset=tiny_data, progress=False, log=lambda *a: None)
+    assert result.steps == 4
+    assert (tmp_path / CHECKPOINT_NAME).exists()
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert [m["step"] for m in metrics] == [1, 2, 3, 4]
+    for key in ("loss", "lr", "momentum", "target_std", "target_rankme", "images_per_second"):
+        assert math.isfinite(metrics[-1][key])
+    assert json.loads((tmp_path / "config.json").read_text())["train"]["steps"] == 4
+    checkpoint = load_checkpoint(tmp_path)
+    model = jepa_from_checkpoint(checkpoint)
+    assert torch.equal(model.target_encoder.patch_embed.proj.weight,
+                       result.model.target_encoder.patch_embed.proj.weight)
+
+
+def test_same_seed_same_losses_and_resume_is_exact(tmp_path, tiny_data):
+    quiet = dict(dataset=tiny_data, progress=False, log=lambda *a: None)
+    full = train(TrainConfig(steps=6, **TINY), tmp_path / "full", **quiet)
+    again = train(TrainConfig(steps=6, **TINY), tmp_path / "again", **quiet)
+    assert [m["loss"] for m in full.history] == [m["loss"] for m in again.history]
+
+    # stop after 3 steps (as if interrupted), then resume to 6 in a fresh Trainer
+    trainer = Trainer(TrainConfig(steps=6, **TINY), tmp_path / "split", progress=False, **{k: v for k, v in quiet.items() if k != "progress"})
+    for _ in range(3):
+        trainer.train_step(trainer.step, trainer.total_steps)
+        trainer.step += 1
+    trainer.save()
+    resumed = train(TrainConfig(steps=6, **TINY), tmp_path / "split", **quiet)
+    losses_full = [m["loss"] for m in full.history][3:]
+    losses_resumed = [m["loss"] for m in resumed.history]
+    assert losses_resumed == losses_full
+    for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_resume_refuses_a_different_run(tmp_path, tiny_data):
+    train(TrainConfig(steps=2, **TINY), tmp_path, dataset=tiny_data, progress=False, log=lambda *a: None)
+    with pytest.raises(ValueError, match="batch_size=16"):
+        Trainer(TrainConfig(steps=2, **{**TINY, "batch_size": 8}), tmp_path, dataset=tiny_data, progress=False)
+
+
+def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(tmp_path, tiny_data):
+    train(TrainConfig(steps=2, **TINY), tmp_path, dataset=tiny_data, progress=False, log=lambda *a: None)
+    good = load_checkpoint(tmp_path)
+    trainer = Trainer(TrainConfig(steps=6, **TINY), tmp_path, dataset=tiny_data, progress=False, log=lambda *a: None)
+    with torch.no_grad():
+        trainer.model.context_encoder.patch_embed.proj.weight.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match="loss became nan at step 2"):
+        trainer.run()
+    kept = load_checkpoint(tmp_path)
+    assert kept["step"] == good["step"] == 2
+    assert torch.isfinite(kept["context_encoder"]["patch_embed.proj.weight"]).all()
+
+
+def test_budget_run_stops_on_time(tmp_path, tiny_data):
+    import time
+    start = time.perf_counter()
+    result = train(TrainConfig(budget_minutes=0.05, **TINY), tmp_path, dataset=tiny_data, progress=False,
+                   log=lambda *a: None)
+    assert time.perf_counter() - start < 3 * 0.05 * 60 + 5
+    assert result.steps > 0
+    assert load_checkpoint(tmp_path)["total_steps"] == result.steps
+
+
+def test_atomic_save_leaves_no_partial_file(tmp_path):
+    target = tmp_path / "x.pt"
+    save_atomic({"a": torch.ones(2)}, target)
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"):
+        save_atomic({"a": Unpicklable()}, target)
+    assert torch.equal(torch.load(target, weights_only=True)["a"], torch.ones(2))
+    assert [p.name for p in tmp_path.iterdir()] == ["x.pt"]
+
+
+def test_checkpoint_from_other_architecture_lists_mismatched_keys(tmp_path, tiny_data):
+    train(TrainConfig(steps=1, **TINY), tmp_path, dataset=tiny_data, progress=False, log=lambda *a: None)
+    checkpoint = load_checkpoint(tmp_path)
+    checkpoint["encoder_config"]["depth"] = 1
+    checkpoint["encoder_config"]["embed_dim"] = 64
+    checkpoint["encoder_config"]["num_heads"] = 4
+    with pytest.raises(ValueError, match=r"(?s)unexpected keys: \['blocks.1.*shape mismatches"):
+        jepa_from_checkpoint(checkpoint)
