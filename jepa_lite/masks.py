@@ -38,6 +38,9 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
+__all__ = ["MaskConfig", "Masks", "MaskSampler", "default_mask_config", "block_size_table",
+           "expected_block_coverage", "sample_reference_style"]
+
 STRATEGIES = ("multiblock", "random", "single_block", "raster")
 PLACEMENTS = ("inside", "torus")
 
@@ -82,8 +85,9 @@ def default_mask_config(grid_size: int | tuple[int, int] = (8, 8), **overrides) 
     Grids of 14x14 or more use the paper's values: 4 targets of 15-20% of the grid,
     aspect 0.75-1.5, context block 85-100%, min_keep 10.
     Smaller grids (meant for 8x8 = CIFAR 32 px with patch 4) use 4 targets of 10-20%
-    (6-12 tokens each on 8x8) and min_keep 4; the context then keeps about 20-40 tokens
-    before the batch-wide cut to K_ctx. Grids below about 6x6 are too small for 4 targets.
+    (6-12 tokens each on 8x8), the paper's context block and min_keep 4. On 8x8 an image's
+    context then has ~33 tokens on average; after the batch-wide cut to the shortest row,
+    K_ctx averages ~23 at B=256. Grids below 6x6 are too small for 4 targets.
     """
     H, W = (grid_size, grid_size) if isinstance(grid_size, int) else tuple(grid_size)
     if min(H, W) >= 14:
@@ -155,6 +159,8 @@ def expected_block_coverage(grid_size: tuple[int, int], block_hw: tuple[int, int
     """
     H, W = grid_size
     h, w = block_hw
+    if not (1 <= h <= H and 1 <= w <= W):
+        raise ValueError(f"block_hw must fit in the grid: 1 <= h <= {H}, 1 <= w <= {W}, got {block_hw}")
     if placement == "torus":
         return torch.full((H, W), h * w / (H * W), dtype=torch.float64)
 
@@ -175,7 +181,7 @@ class MaskSampler:
 
     Random numbers are drawn with `generator` on the generator's device (CPU for the
     default generator), the masks are built there and moved to `device` at the end. On
-    CPU this is the fast path for small grids (B=256 on 8x8 takes well under a ms).
+    CPU this is the fast path for small grids (B=256 on 8x8 takes about 1 ms).
     """
 
     def __init__(self, config: MaskConfig):
@@ -415,7 +421,7 @@ def sample_reference_style(config: MaskConfig, batch_size: int,
 
     def block(h: int, w: int, allowed: list[Tensor] | None = None) -> tuple[Tensor, Tensor]:
         relax, countdown = 0, 20
-        for _ in range(max_tries):
+        for _ in range(max(max_tries, 1)):
             top, left = rng.randrange(H - h), rng.randrange(W - w)  # off-by-one kept
             mask = torch.zeros(H, W, dtype=torch.int32)
             mask[top:top + h, left:left + w] = 1
@@ -433,7 +439,7 @@ def sample_reference_style(config: MaskConfig, batch_size: int,
         return cells, complement
 
     target_hw = block_size(config.target_scale, config.target_aspect)
-    context_hw = block_size(config.context_scale, (1.0, 1.0))
+    context_hw = block_size(config.context_scale, config.context_aspect)
     all_targets, all_contexts = [], []
     for _ in range(batch_size):
         targets, complements = zip(*[block(*target_hw) for _ in range(T)])

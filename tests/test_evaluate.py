@@ -1,0 +1,73 @@
+import numpy as np
+import pytest
+import torch
+
+from jepa_lite.data import make_shapes
+from jepa_lite.evaluate import (ProbeRow, extract_features, format_table, knn_probe, linear_probe,
+                                probe_encoders, raw_pixel_features)
+from jepa_lite.models import ViTConfig, VisionTransformer
+
+
+def blobs(n=300, d=8, seed=0):
+    """Two well separated Gaussian classes: probes must get them right."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 2
+    x = torch.randn(n, d, generator=g) + 4.0 * y[:, None].float()
+    return x, y
+
+
+def test_linear_probe_separates_separable_data_and_fails_on_noise():
+    x, y = blobs()
+    assert linear_probe(x[:200], y[:200], x[200:], y[200:], C=1.0)["accuracy"] > 0.97
+    noise = torch.randn(300, 8)
+    chance = linear_probe(noise[:200], y[:200], noise[200:], y[200:], C=1.0)["accuracy"]
+    assert chance < 0.75
+
+
+def test_linear_probe_picks_C_when_not_given():
+    x, y = blobs()
+    result = linear_probe(x[:200], y[:200], x[200:], y[200:])
+    assert result["C"] in (0.01, 0.1, 1.0) and result["accuracy"] > 0.97
+
+
+def test_knn_probe():
+    x, y = blobs()
+    assert knn_probe(x[:200], y[:200], x[200:], y[200:], k=5)["accuracy"] > 0.97
+    # a test point identical to a training point with k=1 gets that point's label
+    assert knn_probe(x[:10], y[:10], x[:10], y[:10], k=1)["accuracy"] == 1.0
+    with pytest.raises(ValueError, match="k must be >= 1, got 0"):
+        knn_probe(x, y, x, y, k=0)
+
+
+def test_feature_extraction_shapes_and_layers():
+    torch.manual_seed(0)
+    enc = VisionTransformer(ViTConfig(image_size=16, patch_size=4, embed_dim=32, depth=3, num_heads=2))
+    images = make_shapes(10, image_size=16).images
+    one = extract_features(enc, images, batch_size=4)
+    assert one.shape == (10, 32)
+    three = extract_features(enc, images, layers=3)
+    assert three.shape == (10, 96)
+    assert torch.allclose(three[:, -32:], one, atol=1e-5)          # last block = the default readout
+    with pytest.raises(ValueError, match="only 3 blocks"):
+        extract_features(enc, images, layers=4)
+    assert raw_pixel_features(images).shape == (10, 3 * 16 * 16)
+
+
+def test_probe_table():
+    torch.manual_seed(0)
+    data = make_shapes(120, image_size=16)
+    train, test = data.subset(range(80)), data.subset(range(80, 120))
+    enc = VisionTransformer(ViTConfig(image_size=16, patch_size=4, embed_dim=32, depth=1, num_heads=2))
+    rows = probe_encoders({"random init": enc}, train, test, C=1.0)
+    assert [r.name for r in rows] == ["random init", "raw pixels"]
+    assert all(0.0 <= r.linear <= 1.0 and 0.0 <= r.knn <= 1.0 for r in rows)
+    text = format_table([ProbeRow("target encoder", 0.912, 0.85, 128)], "t")
+    assert "target encoder" in text and "91.2" in text and "85.0" in text
+
+
+def test_umap_embed_is_2d_and_deterministic():
+    pytest.importorskip("umap")
+    from jepa_lite.evaluate import umap_embed
+    x, _ = blobs(60)
+    a, b = umap_embed(x, n_neighbors=5), umap_embed(x, n_neighbors=5)
+    assert a.shape == (60, 2) and np.allclose(a, b)
