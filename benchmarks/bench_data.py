@@ -20,7 +20,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -57,34 +56,43 @@ def bench_augment(batch_size: int = 256, repeats: int = 20) -> None:
 
 
 def linear_probe(num_train: int, num_test: int) -> float:
-    """Raw-pixel baseline: StandardScaler + multinomial logistic regression on normalised pixels."""
+    """Raw-pixel baseline: StandardScaler + multinomial logistic regression on normalised pixels.
+    Reports the best test accuracy over a few regularisation strengths (generous to the baseline)."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
 
     train = load_dataset("shapes", "train", max_images=num_train)
     test = load_dataset("shapes", "test", max_images=num_test)
     x_train, x_test = (normalize(d.images).flatten(1).numpy() for d in (train, test))
-    t = time.perf_counter()
-    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=300))
-    clf.fit(x_train, train.labels.numpy())
-    train_acc = clf.score(x_train, train.labels.numpy())
-    acc = clf.score(x_test, test.labels.numpy())
-    print(f"  raw-pixel linear probe ({num_train} train / {num_test} test): test accuracy {acc:.1%} "
-          f"(train {train_acc:.1%}, fit {time.perf_counter() - t:.0f} s)  [target < 50%]")
+    scaler = StandardScaler().fit(x_train)
+    x_train, x_test = scaler.transform(x_train), scaler.transform(x_test)
+    y_train, y_test = train.labels.numpy(), test.labels.numpy()
+    t, results = time.perf_counter(), []
+    with threadpool_limits(torch.get_num_threads()):          # same CPU budget as torch
+        for C in (1e-4, 1e-3, 1e-2):
+            clf = LogisticRegression(C=C, max_iter=200, tol=1e-3).fit(x_train, y_train)
+            results.append((clf.score(x_test, y_test), clf.score(x_train, y_train), C))
+    acc, train_acc, C = max(results)
+    print(f"  raw-pixel linear probe ({num_train} train / {num_test} test, best of C in 1e-4..1e-2: C={C:g}): "
+          f"test accuracy {acc:.1%} (train {train_acc:.1%}; {time.perf_counter() - t:.0f} s)  [target < 50%]")
     return acc
 
 
 class SmallCNN(nn.Module):
-    """4 conv layers (32 -> 16 -> 8 -> 4 px), global average pool, linear head."""
+    """4 conv layers with max-pooling in between (32 -> 16 -> 8 -> 4 px), global average pool, linear head.
+    Max-pooling (rather than strided convs) learns these shapes several times faster per sample."""
 
-    def __init__(self, num_classes: int = 10, width: int = 32):
+    def __init__(self, num_classes: int = 10, width: int = 16):
         super().__init__()
         chans = [3, width, 2 * width, 4 * width, 4 * width]
-        layers = []
+        layers: list[nn.Module] = []
         for i in range(4):
-            layers += [nn.Conv2d(chans[i], chans[i + 1], 3, stride=1 if i == 0 else 2, padding=1, bias=False),
+            k = 5 if i == 0 else 3
+            layers += [nn.Conv2d(chans[i], chans[i + 1], k, padding=k // 2, bias=False),
                        nn.BatchNorm2d(chans[i + 1]), nn.ReLU(inplace=True)]
+            if i < 3:
+                layers.append(nn.MaxPool2d(2))
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(chans[-1], num_classes)
 
@@ -93,16 +101,16 @@ class SmallCNN(nn.Module):
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """uint8 images [N, 3, H, W] -> predicted labels [N]."""
     model.eval()
-    correct = sum((model(normalize(images[i:i + batch_size])).argmax(1) == labels[i:i + batch_size]).sum().item()
-                  for i in range(0, len(images), batch_size))
+    preds = torch.cat([model(normalize(images[i:i + batch_size])).argmax(1) for i in range(0, len(images), batch_size)])
     model.train()
-    return correct / len(images)
+    return preds
 
 
 def train_cnn(seconds: float, num_train: int, num_test: int, width: int, lr: float = 3e-3,
-              batch_size: int = 128) -> float:
+              batch_size: int = 64) -> float:
     """Supervised CNN on shapes for a wall-clock budget; the learning rate follows a cosine over the
     budget (by elapsed time, so the schedule completes whatever the machine's speed)."""
     torch.manual_seed(0)
@@ -125,12 +133,12 @@ def train_cnn(seconds: float, num_train: int, num_test: int, width: int, lr: flo
             loss.backward()
             opt.step()
             steps, seen = steps + 1, seen + len(images)
-            if steps % 200 == 0:
+            if steps % 500 == 0:
                 print(f"    step {steps:5d}  {time.perf_counter() - start:5.0f} s  loss {loss.item():.3f}", flush=True)
     train_time = time.perf_counter() - start
-    acc = accuracy(model, test.images, test.labels)
-    per_class = [accuracy(model, test.images[test.labels == c], test.labels[test.labels == c])
-                 for c in range(len(test.classes))]
+    correct = predict(model, test.images) == test.labels
+    acc = correct.float().mean().item()
+    per_class = [correct[test.labels == c].float().mean().item() for c in range(len(test.classes))]
     print(f"  supervised CNN (width {width}, {steps} steps x {batch_size} = {seen / len(train):.1f} epochs of "
           f"{len(train)}, {train_time:.0f} s): test accuracy {acc:.1%} on {len(test)}  [target >= 95%]")
     print("    per class: " + ", ".join(f"{name} {a:.0%}" for name, a in zip(test.classes, per_class)))
@@ -151,7 +159,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes, ~1 minute")
     parser.add_argument("--cnn-seconds", type=float, default=None, help="CNN training budget (default 150, quick 30)")
-    parser.add_argument("--cnn-width", type=int, default=32)
+    parser.add_argument("--cnn-width", type=int, default=16)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--imagefolder", default=None, help="also time decoding this image folder")
     parser.add_argument("--skip", default="", help="comma list of sections to skip: gen,augment,probe,cnn")

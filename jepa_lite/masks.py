@@ -98,7 +98,19 @@ def default_mask_config(grid_size: int | tuple[int, int] = (8, 8), **overrides) 
         config = MaskConfig(grid_size=(H, W), num_targets=4, target_scale=(0.1, 0.2),
                             target_aspect=(0.75, 1.5), context_scale=(0.85, 1.0),
                             context_aspect=(1.0, 1.0), min_keep=4)
+        # On some small grids (7x7, i.e. 28 px with patch 4) rounding h and w makes the
+        # largest block 24% of the grid and 4 of them leave no context: shrink the top scale.
+        while not _is_valid(config) and config.target_scale[1] > 0.11:
+            config = replace(config, target_scale=(0.1, round(config.target_scale[1] - 0.01, 2)))
     return replace(config, **overrides)
+
+
+def _is_valid(config: MaskConfig) -> bool:
+    try:
+        MaskSampler(config)
+        return True
+    except ValueError:
+        return False
 
 
 @dataclass

@@ -382,8 +382,10 @@ def test_default_configs():
     assert 20 <= per_image.mean() <= 40
     big = default_mask_config(14)
     assert (big.num_targets, big.target_scale, big.context_scale, big.min_keep) == (4, (0.15, 0.2), (0.85, 1.0), 10)
-    for n in (6, 8, 10, 12, 14, 16, 24, 32):
+    for n in range(6, 33):
         MaskSampler(default_mask_config(n))  # valid on every grid it is meant for
+    assert default_mask_config(7).target_scale[1] < 0.2  # shrunk to fit 4 targets on 7x7
+    assert default_mask_config(8, num_targets=2).num_targets == 2  # overrides win
 
 
 # -----------------------------------------------------------------------------
