@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="timed steps per contender per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--model", default="tiny")
+    parser.add_argument("--model", default="small")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     if args.threads:

@@ -11,7 +11,8 @@ tensor cache; augmentation then runs batched on whatever device that cache lives
 (or the CPU) never waits for a per-image Python data loader.
 
 The default data set, "shapes", is procedural: it needs no download, and image i is a pure
-function of (seed, i), so it is identical on every machine and in every batch composition.
+function of (seed, i): the same whichever batch it is generated in (and, barring a last-bit
+difference of the platform's sin/cos landing on a pixel boundary, on every machine).
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ Supported data set specs (load_dataset(spec, split, ...)):
                      splits: train, test, unlabeled (100k images, labels -1).
   imagefolder:PATH   your own images: PATH/<class>/<image> (train split only), or PATH/train/<class>/...
                      with PATH/test/ (or PATH/val/) for the test split. Decoded once, center-cropped
-                     to square and resized to image_size (default: the first image's size)."""
+                     to square and resized to image_size (default: the first image's size). A folder
+                     of images without class subfolders is one class (fine for pretraining)."""
 
 VALID_SPECS = ("shapes", "cifar10", "stl10", "imagefolder:PATH")
 _SPLITS = {"shapes": ("train", "test"), "cifar10": ("train", "test"), "stl10": ("train", "test", "unlabeled"),
@@ -92,10 +94,12 @@ class ImageDataset:
                        masks=move(self.masks), boxes=move(self.boxes))
 
     def subset(self, indices: Tensor | Sequence[int] | slice) -> "ImageDataset":
-        """The images at `indices` (a slice, or a sequence / tensor of ints), in that order."""
+        """The images at `indices` (a slice, a sequence / tensor of ints, or a [N] bool mask), in that order."""
+        if isinstance(indices, Tensor) and indices.dtype == torch.bool:
+            indices = indices.nonzero().squeeze(1)                # a boolean mask selects where True
         if not isinstance(indices, slice):
             indices = torch.as_tensor(indices, dtype=torch.long).to(self.images.device)
-        pick = lambda t: None if t is None else t[indices.to(t.device) if isinstance(indices, Tensor) else indices]  # noqa: E731
+        pick = lambda t: None if t is None else t[indices]  # noqa: E731
         return replace(self, images=pick(self.images), labels=pick(self.labels),
                        masks=pick(self.masks), boxes=pick(self.boxes))
 
@@ -260,9 +264,9 @@ def _render_shapes(index: Tensor, seed: int, image_size: int) -> tuple[Tensor, T
     wy = (oy.unsqueeze(-1) + offs).float() + 0.5
     dx = (wx - d_cx.unsqueeze(-1)).unsqueeze(-2)                      # [n, K, 1, win]
     dy = (wy - d_cy.unsqueeze(-1)).unsqueeze(-1)                      # [n, K, win, 1]
-    c, s = d_cos[..., None, None], d_sin[..., None, None]
-    along = (dx * c + dy * s).abs()                                   # [n, K, win, win]
-    across = dy * c - dx * s
+    c_, s_ = d_cos[..., None, None], d_sin[..., None, None]
+    along = (dx * c_ + dy * s_).abs()                                 # [n, K, win, win]
+    across = dy * c_ - dx * s_
     beyond = (along - d_half[..., None, None]).clamp_(min=0.0)
     hit = beyond * beyond + across * across <= d_rad2[..., None, None]
     # paint by scatter-max of k + 1: where capsules overlap, the later one is on top
@@ -284,7 +288,7 @@ def _render_shapes(index: Tensor, seed: int, image_size: int) -> tuple[Tensor, T
     flat = layer.view(n, 1, S * S).long().expand(n, 3, S * S)
     images = palette.transpose(1, 2).gather(2, flat).view(n, 3, S, S)               # [n, 3, S, S]
 
-    # uneven lighting: a linear colour ramp over the whole image, +-delta/2 at the far edges
+    # uneven lighting: a linear colour ramp over the whole image (up to +-0.14 at the corners)
     g_angle = 2 * math.pi * p[:, _P_GRAD_ANGLE]
     delta = (0.4 * p[:, _P_BG_DELTA:_P_BG_DELTA + 3] - 0.2) * 255.0                    # [n, 3]
     gx = (torch.cos(g_angle).unsqueeze(1) * delta / S).float().view(n, 3, 1, 1)
@@ -327,14 +331,23 @@ def make_shapes(num_images: int, seed: int = 0, image_size: int = 32, start_inde
     images = torch.empty(num_images, 3, S, S, dtype=torch.uint8)
     labels = torch.empty(num_images, dtype=torch.int64)
     masks = torch.empty(num_images, S, S, dtype=torch.bool)
-    chunk = max(1, (1 << 18) // (S * S))                                   # 256 images at 32 px: small
-    # temporaries are reused by the allocator and stay in cache, instead of fresh pages per op
-    for start in range(0, num_images, chunk):
-        stop = min(start + chunk, num_images)
-        index = torch.arange(start_index + start, start_index + stop, dtype=torch.int64)
-        order, *rendered = _render_shapes(index, seed, S)
-        for out, x in zip((images, labels, masks), rendered):        # back to index order
-            out.index_copy_(0, order + start, x)
+    # 256 images per chunk at 32 px: small temporaries stay in cache and are reused by the allocator
+    # (large ones cost fresh, page-faulting memory on every op)
+    chunk = max(1, (1 << 18) // (S * S))
+    # One intra-op thread: the renderer runs ~1000 small ops per 1000 images, and with several threads
+    # each op ends in a barrier; on a busy machine a descheduled thread then stalls every op (10x slower).
+    # Single-threaded it is ~80% of the 2-thread speed on an idle machine, and stays there on a busy one.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for start in range(0, num_images, chunk):
+            stop = min(start + chunk, num_images)
+            index = torch.arange(start_index + start, start_index + stop, dtype=torch.int64)
+            order, *rendered = _render_shapes(index, seed, S)
+            for out, x in zip((images, labels, masks), rendered):    # back to index order
+                out.index_copy_(0, order + start, x)
+    finally:
+        torch.set_num_threads(threads)
     return ImageDataset(images, labels, list(SHAPE_CLASSES), masks=masks, boxes=_mask_boxes(masks),
                         name=f"shapes(seed={seed})")
 
@@ -491,7 +504,7 @@ def _decode(path: Path, size: int | None) -> np.ndarray | None:
             left, top = (w - s) // 2, (h - s) // 2
             im = im.crop((left, top, left + s, top + s))
             if size is not None and s != size:
-                im = im.resize((size, size), Image.Resampling.BICUBIC)     # PIL antialiases when shrinking
+                im = im.resize((size, size), Image.BICUBIC)     # PIL antialiases when shrinking
             return np.asarray(im, dtype=np.uint8)
     except Exception:  # truncated / corrupt / not an image: the caller counts and reports these
         return None
@@ -535,7 +548,8 @@ def _load_imagefolder(path: str, split: str, root: Path | None, image_size: int 
             try:
                 c = torch.load(cache_file, weights_only=True)
                 if c["skipped"]:
-                    warnings.warn(f"imagefolder: {c['skipped']} unreadable image file(s) under {folder} were skipped")
+                    warnings.warn(f"imagefolder: skipped {c['skipped']} unreadable image file(s) under {folder} "
+                                  f"(cached result: {cache_file})")
                 return ImageDataset(c["images"], c["labels"], c["classes"], name=f"imagefolder:{path}[{split}]")
             except Exception as e:  # a stale or broken cache is rebuilt, never fatal
                 warnings.warn(f"imagefolder: ignoring unreadable cache {cache_file}: {e}")
@@ -561,13 +575,14 @@ def _load_imagefolder(path: str, split: str, root: Path | None, image_size: int 
     label_t = torch.tensor(labels, dtype=torch.int64)[torch.from_numpy(ok)]
     ds = ImageDataset(images, label_t, classes, name=f"imagefolder:{path}[{split}]")
 
-    if cache_file is not None:
-        try:                                         # temp file + os.replace: readers never see half a file
+    if cache_file is not None:                       # temp file + os.replace: readers never see half a file
+        tmp = cache_file.with_name(f"{cache_file.name}.tmp{os.getpid()}")
+        try:
             cache_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache_file.with_name(f"{cache_file.name}.tmp{os.getpid()}")
             torch.save({"images": images, "labels": label_t, "classes": classes, "skipped": skipped}, tmp)
             os.replace(tmp, cache_file)
-        except OSError as e:
+        except (OSError, RuntimeError) as e:         # read-only or full disk: the cache is optional
+            tmp.unlink(missing_ok=True)
             warnings.warn(f"imagefolder: could not write cache {cache_file}: {e}")
     return ds
 
@@ -638,7 +653,9 @@ class BatchAugment:
             out_h, out_w = self.output_size or (H, W)
         # Draw parameters where the generator lives (a CPU generator is fine for CUDA images).
         gen_device = generator.device if generator is not None else torch.device("cpu")
-        rand = lambda *shape: torch.rand(*shape, generator=generator, device=gen_device, dtype=torch.float64)  # noqa: E731
+
+        def rand(*shape: int) -> Tensor:                       # float64: exact identity crops
+            return torch.rand(*shape, generator=generator, device=gen_device, dtype=torch.float64)
 
         tries = 10
         lo, hi = self.crop_scale

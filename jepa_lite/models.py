@@ -80,9 +80,9 @@ class PredictorConfig:
 # "vit_b_224" follow the usual ViT-S/ViT-B shapes for STL-10 (96 px) and ImageNet-size images.
 MODEL_SIZES: dict[str, tuple[dict, dict]] = {
     "micro":     (dict(embed_dim=32, depth=2, num_heads=2), dict(embed_dim=16, depth=1, num_heads=2)),  # tests
-    "tiny":      (dict(embed_dim=128, depth=4, num_heads=4), dict(embed_dim=64, depth=3, num_heads=4)),
-    "small":     (dict(embed_dim=192, depth=6, num_heads=3), dict(embed_dim=96, depth=4, num_heads=3)),
-    "base":      (dict(embed_dim=384, depth=6, num_heads=6), dict(embed_dim=192, depth=4, num_heads=6)),
+    "tiny":      (dict(embed_dim=64, depth=4, num_heads=4), dict(embed_dim=32, depth=2, num_heads=4)),  # CPU default
+    "small":     (dict(embed_dim=128, depth=4, num_heads=4), dict(embed_dim=64, depth=3, num_heads=4)),
+    "base":      (dict(embed_dim=192, depth=6, num_heads=6), dict(embed_dim=96, depth=4, num_heads=6)),
     "vit_s_96":  (dict(image_size=96, patch_size=8, embed_dim=384, depth=12, num_heads=6),
                   dict(embed_dim=192, depth=6, num_heads=6)),
     "vit_b_224": (dict(image_size=224, patch_size=16, embed_dim=768, depth=12, num_heads=12),

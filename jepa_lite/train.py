@@ -41,7 +41,7 @@ class TrainConfig:
     steps: int | None = None
     epochs: float | None = None
     budget_minutes: float | None = None
-    batch_size: int = 128
+    batch_size: int = 256
     # optimisation
     lr: float = 1.5e-3
     min_lr: float = 1e-5
