@@ -34,9 +34,10 @@ def paper_masks(batch_size: int, rounds: int):
 
 
 class LiteStep:
-    def __init__(self, model_name: str, amp: str):
+    def __init__(self, model_name: str, amp: str, shared_context: bool = False):
         torch.manual_seed(0)
         enc, pred = model_configs(model_name)
+        pred.shared_context = shared_context
         self.model = build_jepa(enc, pred)
         self.optimizer = torch.optim.AdamW(param_groups(self.model), lr=1e-3)
         self.amp = amp
@@ -65,6 +66,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--model", default="small")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--bf16", action="store_true", help="also time CPU bf16 autocast (slow without AVX512-BF16)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -75,12 +77,15 @@ def main() -> None:
     B = args.batch_size
     images = torch.randn(B, 3, 32, 32)
     masks = paper_masks(B, args.steps)
+    torch.set_grad_enabled(True)
     print(f"context tokens {masks[0].context_indices.shape[1]}, target block {masks[0].target_indices.shape[2]} tokens")
     contenders = {
         "reference-style fp32": ReferenceStyleStep(enc.embed_dim, enc.depth, enc.num_heads, pred.embed_dim, pred.depth),
         "jepa_lite fp32": LiteStep(args.model, "none"),
-        "jepa_lite bf16 autocast": LiteStep(args.model, "bf16"),
+        "jepa_lite shared-context": LiteStep(args.model, "none", shared_context=True),
     }
+    if args.bf16:
+        contenders["jepa_lite bf16 autocast"] = LiteStep(args.model, "bf16")
     flops = {name: count_flops(s, images, masks[0]) for name, s in contenders.items()}
     for s in contenders.values():          # warm-up
         for m in masks[:3]:

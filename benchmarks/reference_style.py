@@ -125,4 +125,4 @@ class ReferenceStyleStep:
         with torch.no_grad():
             for param_q, param_k in zip(self.encoder.parameters(), self.target_encoder.parameters()):
                 param_k.data.mul_(momentum).add_((1.0 - momentum) * param_q.detach().data)
-        return float(loss)
+        return loss.item()

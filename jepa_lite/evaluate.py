@@ -7,6 +7,7 @@ baseline on small images, every table here also has a random-init row and a raw-
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,7 +69,10 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
 
     # torch's OpenMP threads keep spinning after a torch op; a multi-threaded BLAS next to them
     # runs ~40x slower on 2 cores. One BLAS thread is fast and deterministic.
-    with threadpool_limits(limits=1, user_api="blas"):
+    with threadpool_limits(limits=1, user_api="blas"), warnings.catch_warnings():
+        # an unconverged L-BFGS still gives a usable probe; max_iter bounds the time
+        warnings.simplefilter("ignore", category=UserWarning)
+        warnings.filterwarnings("ignore", message=".*failed to converge.*")
         return _linear_probe(train_x, train_y, test_x, test_y, C, max_iter, seed, LogisticRegression)
 
 

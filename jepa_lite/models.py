@@ -68,6 +68,10 @@ class PredictorConfig:
     num_heads: int = 3
     mlp_ratio: float = 4.0
     drop_path: float = 0.0
+    # False: the paper's one pass per target block (context repeated T times). True: one pass
+    # for all blocks; context tokens attend only to context, each block's mask tokens to the
+    # context and their own block, so the context is processed once instead of T times.
+    shared_context: bool = False
 
     def __post_init__(self) -> None:
         if self.embed_dim % self.num_heads != 0:
@@ -151,11 +155,12 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)   # one fused matmul for q, k and v
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: [B, M, D] -> [B, M, D]; full (bidirectional) self-attention."""
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x: [B, M, D] -> [B, M, D]; self-attention, full unless attn_mask [M, M] (True = may
+        attend) restricts it."""
         B, M, D = x.shape
         q, k, v = self.qkv(x).view(B, M, 3, self.num_heads, D // self.num_heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v)       # [B, heads, M, D/heads]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)   # [B, heads, M, D/heads]
         return self.proj(out.transpose(1, 2).reshape(B, M, D))
 
 
@@ -189,8 +194,8 @@ class Block(nn.Module):
         mask = torch.rand(residual.shape[0], 1, 1, device=residual.device) < keep
         return residual * mask.to(residual.dtype) / keep
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self._drop(self.attn(self.norm1(x)))
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self._drop(self.attn(self.norm1(x), attn_mask))
         return x + self._drop(self.mlp(self.norm2(x)))
 
 
@@ -231,6 +236,12 @@ class VisionTransformer(nn.Module):
                                           config.qkv_bias) for rate in rates)
         self.norm = nn.LayerNorm(config.embed_dim)
         init_weights(self, self.blocks)
+        # With small patches (4x4x3 = 48 inputs) a std-0.02 patch projection gives token
+        # contents ~0.1 against sin-cos positions ~0.7: every token is mostly "where", the
+        # targets become predictable from position alone and the loss falls without learning
+        # anything about the image. A 1/sqrt(fan_in) init makes content and position comparable.
+        fan_in = config.in_channels * config.patch_size ** 2
+        nn.init.trunc_normal_(self.patch_embed.proj.weight, std=1.0 / math.sqrt(fan_in))
 
     def embed(self, images: torch.Tensor, token_indices: torch.Tensor | None = None) -> torch.Tensor:
         """images: [B, C, H, W] -> positioned tokens [B, K or N, D]."""
@@ -289,19 +300,33 @@ class Predictor(nn.Module):
         """context: [B, K_ctx, D] (context encoder output), context_indices: [B, K_ctx],
         target_indices: [B, T, K_tgt] (T target blocks) -> predictions [B, T, K_tgt, D].
 
-        As in the paper, each target block gets its own pass: the context is repeated T
-        times along the batch axis, so blocks never see each other's mask tokens."""
+        Blocks never see each other's mask tokens: as in the paper each block gets its own
+        pass (the context repeated T times along the batch axis), or with shared_context one
+        pass with an attention mask that keeps the blocks apart."""
         B, T, K_tgt = target_indices.shape
         pos = self.pos_embed.unsqueeze(0).expand(B, -1, -1)                  # [B, N, d]
         x = self.embed(context) + gather_tokens(pos, context_indices)        # [B, K_ctx, d]
-        x = x.repeat_interleave(T, dim=0)                                    # [B*T, K_ctx, d]
-        flat_targets = target_indices.reshape(B * T, K_tgt)
-        queries = self.mask_token + gather_tokens(pos.repeat_interleave(T, dim=0), flat_targets)
-        x = torch.cat([x, queries], dim=1)                                   # [B*T, K_ctx+K_tgt, d]
+        queries = self.mask_token + gather_tokens(pos, target_indices.reshape(B, T * K_tgt))  # [B, T*K_tgt, d]
+        if self.config.shared_context:
+            x = torch.cat([x, queries], dim=1)                               # [B, K_ctx + T*K_tgt, d]
+            attn_mask = self._block_mask(context.shape[1], T, K_tgt, x.device)
+        else:
+            x = x.repeat_interleave(T, dim=0)                                # [B*T, K_ctx, d]
+            x = torch.cat([x, queries.reshape(B * T, K_tgt, -1)], dim=1)     # [B*T, K_ctx+K_tgt, d]
+            attn_mask = None
         for block in self.blocks:
-            x = block(x)
-        out = self.proj(self.norm(x[:, -K_tgt:]))                            # [B*T, K_tgt, D]
-        return out.view(B, T, K_tgt, -1)
+            x = block(x, attn_mask)
+        out = self.proj(self.norm(x[:, -T * K_tgt:] if self.config.shared_context else x[:, -K_tgt:]))
+        return out.reshape(B, T, K_tgt, -1)
+
+    @staticmethod
+    def _block_mask(K_ctx: int, T: int, K_tgt: int, device) -> torch.Tensor:
+        """[M, M] bool, M = K_ctx + T*K_tgt: everyone attends to the context; a mask token also
+        attends to the mask tokens of its own block; context tokens see only the context."""
+        group = torch.cat([torch.full((K_ctx,), -1), torch.arange(T).repeat_interleave(K_tgt)]).to(device)
+        is_context = (group < 0)[None, :]
+        same_block = (group[:, None] == group[None, :]) & (group[:, None] >= 0)
+        return is_context | same_block
 
 
 def config_dict(config) -> dict:

@@ -11,7 +11,7 @@ import math
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -37,20 +37,21 @@ class TrainConfig:
     image_size: int | None = None          # default: the data set's own size
     patch_size: int = 4
     drop_path: float = 0.0
+    shared_context: bool = False           # predictor: one pass for all target blocks (models.py)
     # length
     steps: int | None = None
     epochs: float | None = None
     budget_minutes: float | None = None
     batch_size: int = 256
     # optimisation
-    lr: float = 1.5e-3
+    lr: float = 1e-3
     min_lr: float = 1e-5
     warmup_steps: int = 100
     weight_decay: float = 0.04
-    final_weight_decay: float = 0.2
+    final_weight_decay: float = 0.4
     grad_clip: float | None = 1.0
-    ema_start: float = 0.99
-    ema_end: float = 0.999
+    ema_start: float = 0.996
+    ema_end: float = 1.0
     loss: str = "smooth_l1"
     target_mode: str = "ema"
     # masks and augmentation
@@ -130,6 +131,7 @@ def configs_for(config: TrainConfig, image_size: int) -> tuple[ViTConfig, Predic
     encoder_config, predictor_config = model_configs(config.model, image_size=image_size,
                                                      patch_size=config.patch_size,
                                                      drop_path=config.drop_path)
+    predictor_config = replace(predictor_config, shared_context=config.shared_context)
     mask_config = default_mask_config(encoder_config.grid_size)
     unknown = set(config.mask) - {f.name for f in fields(MaskConfig)}
     if unknown:
@@ -378,7 +380,7 @@ class Trainer:
 
         interval_loss, interval_images, interval_start = 0.0, 0, time.perf_counter()
         last_save = time.perf_counter()
-        calibration_start = None
+        calibration_start, calibration_step = None, 0
         run_start = time.perf_counter() - self.elapsed
         while True:
             total = self.total_steps or provisional_total
@@ -393,14 +395,16 @@ class Trainer:
             if bar is not None:
                 bar.update(1)
 
-            # budget runs: fix the schedule length from the speed of steps 3..12
-            if self.total_steps is None:
-                if self.step == 3:
-                    calibration_start = time.perf_counter()
-                elif self.step == 13:
-                    per_step = (time.perf_counter() - calibration_start) / 10
-                    remaining = budget - (time.perf_counter() - run_start)
-                    self.total_steps = self.step + max(int(remaining / per_step), 1)
+            # budget runs: set the schedule length from the measured speed, and keep correcting
+            # it (the first steps are often slower) until 80% of the budget is spent
+            if budget is not None and self.step >= 3:
+                now = time.perf_counter()
+                if calibration_start is None:
+                    calibration_start, calibration_step = now, self.step
+                elif self.step - calibration_step >= 10 and (self.total_steps is None or (
+                        self.step % 10 == 0 and now - run_start < 0.8 * budget)):
+                    per_step = (now - calibration_start) / (self.step - calibration_step)
+                    self.total_steps = self.step + max(int((budget - (now - run_start)) / per_step), 1)
                     if bar is not None:
                         bar.total = self.total_steps
                         bar.refresh()

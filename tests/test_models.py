@@ -108,3 +108,23 @@ def test_residual_projections_are_rescaled_by_depth():
     first = enc.blocks[0].mlp.fc2.weight.std().item()
     last = enc.blocks[-1].mlp.fc2.weight.std().item()
     assert last < first * 0.4          # 1/sqrt(2*8) vs 1/sqrt(2)
+
+
+def test_shared_context_predictor_keeps_blocks_apart_and_matches_single_block_passes():
+    torch.manual_seed(0)
+    pred = Predictor(PredictorConfig(embed_dim=16, depth=2, num_heads=2, shared_context=True),
+                     encoder_dim=32, grid_size=(4, 4)).eval()
+    with torch.no_grad():              # large weights, so that every attention path matters
+        for p in pred.parameters():
+            p.normal_(0, 0.3)
+    context = torch.randn(2, 5, 32)
+    ctx_idx = torch.tensor([[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]])
+    targets = torch.tensor([[[10, 11], [12, 13], [14, 15]], [[0, 1], [2, 3], [14, 15]]])
+    out = pred(context, ctx_idx, targets)
+    assert out.shape == (2, 3, 2, 32)
+    for t in range(3):   # each block predicted alone gives the same answer: blocks do not interact
+        alone = pred(context, ctx_idx, targets[:, t:t + 1])
+        assert torch.allclose(out[:, t], alone[:, 0], atol=1e-5)
+    # same weights without sharing: context tokens then also see the mask tokens, so it differs
+    pred.config.shared_context = False
+    assert (pred(context, ctx_idx, targets) - out).abs().max() > 1e-2
