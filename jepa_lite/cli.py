@@ -115,6 +115,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
     test_set = _load_test_set(test_spec, explicit=args.test_data is not None, root=root, image_size=image_size,
                               max_images=args.max_test_images)
     model = jepa_from_checkpoint(checkpoint)
+    if args.layers is None:
+        args.layers = min(4, checkpoint["encoder_config"]["depth"])
     torch.manual_seed(args.seed)
     random_init = build_jepa(ViTConfig(**checkpoint["encoder_config"]), PredictorConfig(**checkpoint["predictor_config"]))
     encoders = {"target encoder": model.target_encoder, "context encoder": model.context_encoder,
@@ -147,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_probe.add_argument("--data", default=None, help="training data of the probe (default: the checkpoint's)")
     p_probe.add_argument("--test-data", default=None, help="test data (default: the held-out split of --data)")
     p_probe.add_argument("--data-root", default=None)
-    p_probe.add_argument("--layers", type=int, default=1, help="read the average-pooled outputs of the last K blocks")
+    p_probe.add_argument("--layers", type=int, default=None,
+                         help="read the average-pooled outputs of the last K blocks, concatenated (default: min(4, depth))")
     p_probe.add_argument("--max-train-images", type=int, default=None)
     p_probe.add_argument("--max-test-images", type=int, default=None)
     p_probe.add_argument("--seed", type=int, default=0, help="seed of the random-init baseline")

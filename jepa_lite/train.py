@@ -37,21 +37,21 @@ class TrainConfig:
     image_size: int | None = None          # default: the data set's own size
     patch_size: int = 4
     drop_path: float = 0.0
-    shared_context: bool = False           # predictor: one pass for all target blocks (models.py)
+    shared_context: bool = True            # predictor: one pass for all target blocks (models.py)
     # length
     steps: int | None = None
     epochs: float | None = None
     budget_minutes: float | None = None
     batch_size: int = 256
     # optimisation
-    lr: float = 1e-3
+    lr: float = 1.5e-3
     min_lr: float = 1e-5
     warmup_steps: int = 100
     weight_decay: float = 0.04
     final_weight_decay: float = 0.4
     grad_clip: float | None = 1.0
-    ema_start: float = 0.996
-    ema_end: float = 1.0
+    ema_start: float = 0.99
+    ema_end: float = 0.999
     loss: str = "smooth_l1"
     target_mode: str = "ema"
     # masks and augmentation
