@@ -378,7 +378,7 @@ class Trainer:
             from tqdm.auto import tqdm
             bar = tqdm(total=self.total_steps, initial=self.step, desc="train", leave=True)
 
-        interval_loss, interval_images, interval_start = 0.0, 0, time.perf_counter()
+        interval_loss, interval_steps, interval_images, interval_start = 0.0, 0, 0, time.perf_counter()
         last_save = time.perf_counter()
         calibration_start, calibration_step = None, 0
         run_start = time.perf_counter() - self.elapsed
@@ -391,6 +391,7 @@ class Trainer:
             result = self.train_step(self.step, total)
             self.step += 1
             interval_loss += result["loss"].item()
+            interval_steps += 1
             interval_images += result["batch"]
             if bar is not None:
                 bar.update(1)
@@ -412,7 +413,7 @@ class Trainer:
             if self.step % config.log_every == 0 or self.step == (self.total_steps or -1):
                 now = time.perf_counter()
                 pooled = result["target_tokens"].float().mean(dim=1)           # [B, D]
-                record = {"step": self.step, "loss": interval_loss / max(interval_images / result["batch"], 1),
+                record = {"step": self.step, "loss": interval_loss / interval_steps,
                           "lr": result["lr"], "weight_decay": result["wd"], "momentum": result["momentum"],
                           "target_std": embedding_std(result["target_tokens"]),
                           "target_rankme": rankme(pooled),
@@ -421,7 +422,7 @@ class Trainer:
                 self.history.append(record)
                 if bar is not None:
                     bar.set_postfix(loss=f"{record['loss']:.4f}", std=f"{record['target_std']:.3f}")
-                interval_loss, interval_images, interval_start = 0.0, 0, now
+                interval_loss, interval_steps, interval_images, interval_start = 0.0, 0, 0, now
             if time.perf_counter() - last_save > config.checkpoint_every_minutes * 60:
                 self.elapsed = time.perf_counter() - run_start
                 self.save()
