@@ -21,8 +21,7 @@ from reference_style import ReferenceStyleStep  # noqa: E402
 
 from jepa_lite.masks import MaskConfig, MaskSampler  # noqa: E402
 from jepa_lite.models import model_configs  # noqa: E402
-from jepa_lite.train import TrainConfig, Trainer, autocast_context, build_jepa, param_groups  # noqa: E402
-from jepa_lite.objective import ema_update  # noqa: E402
+from jepa_lite.train import autocast_context, build_jepa, param_groups  # noqa: E402
 
 
 def paper_masks(batch_size: int, rounds: int):

@@ -22,23 +22,21 @@ from .train import TrainConfig
 _HIDDEN = {"mask"}     # set through --mask key=value
 
 
-def _field_type(f) -> tuple[type, bool]:
-    """(base type, optional) of a dataclass field, e.g. `int | None` -> (int, True)."""
-    hint = typing.get_type_hints(TrainConfig)[f.name]
-    args = typing.get_args(hint)
+def _base_type(hint) -> type:
+    """The type a flag parses to: `int | None` -> int, `float` -> float."""
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        base = [a for a in args if a is not type(None)][0]
-        return base, True
-    return hint, False
+        return [a for a in typing.get_args(hint) if a is not type(None)][0]
+    return hint
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    hints = typing.get_type_hints(TrainConfig)
     for f in fields(TrainConfig):
         if f.name in _HIDDEN:
             continue
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not MISSING else None
-        base, _ = _field_type(f)
+        base = _base_type(hints[f.name])
         if base is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
         elif typing.get_origin(base) is tuple:
@@ -100,8 +98,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
     from .data import load_dataset
     from .evaluate import format_table, probe_encoders
-    from .train import build_jepa, jepa_from_checkpoint, load_checkpoint
-    from .models import PredictorConfig, ViTConfig
+    from .models import ViTConfig, VisionTransformer
+    from .train import jepa_from_checkpoint, load_checkpoint
 
     checkpoint_path = Path(args.checkpoint)
     checkpoint = load_checkpoint(checkpoint_path)
@@ -118,9 +116,9 @@ def cmd_probe(args: argparse.Namespace) -> int:
     if args.layers is None:
         args.layers = min(4, checkpoint["encoder_config"]["depth"])
     torch.manual_seed(args.seed)
-    random_init = build_jepa(ViTConfig(**checkpoint["encoder_config"]), PredictorConfig(**checkpoint["predictor_config"]))
+    random_init = VisionTransformer(ViTConfig(**checkpoint["encoder_config"]))
     encoders = {"target encoder": model.target_encoder, "context encoder": model.context_encoder,
-                "random init": random_init.context_encoder}
+                "random init": random_init}
     print(f"{len(train_set)} train / {len(test_set)} test images; reading the last {args.layers} block(s)")
     rows = probe_encoders(encoders, train_set, test_set, layers=args.layers, log=print)
     title = f"probe after {checkpoint['step']} steps ({checkpoint.get('elapsed_seconds', 0) / 60:.1f} min)"

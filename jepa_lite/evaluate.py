@@ -64,19 +64,19 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
     """Standardised features + multinomial logistic regression (scikit-learn, L-BFGS).
     C=None picks the inverse regularisation from {0.01, 0.1, 1} on a 10% split of the training
     set, then refits on all of it. Returns dict(accuracy, C, seconds)."""
-    from sklearn.linear_model import LogisticRegression
     from threadpoolctl import threadpool_limits
 
     # torch's OpenMP threads keep spinning after a torch op; a multi-threaded BLAS next to them
     # runs ~40x slower on 2 cores. One BLAS thread is fast and deterministic.
     with threadpool_limits(limits=1, user_api="blas"), warnings.catch_warnings():
         # an unconverged L-BFGS still gives a usable probe; max_iter bounds the time
-        warnings.simplefilter("ignore", category=UserWarning)
         warnings.filterwarnings("ignore", message=".*failed to converge.*")
-        return _linear_probe(train_x, train_y, test_x, test_y, C, max_iter, seed, LogisticRegression)
+        return _fit_logistic(train_x, train_y, test_x, test_y, C, max_iter, seed)
 
 
-def _linear_probe(train_x, train_y, test_x, test_y, C, max_iter, seed, LogisticRegression) -> dict:
+def _fit_logistic(train_x, train_y, test_x, test_y, C, max_iter, seed) -> dict:
+    from sklearn.linear_model import LogisticRegression
+
     start = time.perf_counter()
     xtr, xte = _standardize(train_x.numpy().astype(np.float32), test_x.numpy().astype(np.float32))
     ytr, yte = train_y.numpy(), test_y.numpy()

@@ -231,12 +231,17 @@ def load_state_dict_checked(module: nn.Module, state_dict: dict, what: str) -> N
     module.load_state_dict(state_dict)
 
 
+def load_networks(model: JEPA, checkpoint: dict) -> None:
+    """Copy the three networks' weights from a checkpoint dict into `model`."""
+    for part in ("context_encoder", "target_encoder", "predictor"):
+        load_state_dict_checked(getattr(model, part), checkpoint[part], part)
+
+
 def jepa_from_checkpoint(checkpoint: dict) -> JEPA:
     """Rebuild the JEPA (all three networks) from a checkpoint dict."""
     model = build_jepa(ViTConfig(**checkpoint["encoder_config"]), PredictorConfig(**checkpoint["predictor_config"]),
                        target_mode=checkpoint["train_config"]["target_mode"], loss=checkpoint["train_config"]["loss"])
-    for part in ("context_encoder", "target_encoder", "predictor"):
-        load_state_dict_checked(getattr(model, part), checkpoint[part], part)
+    load_networks(model, checkpoint)
     return model
 
 
@@ -319,8 +324,7 @@ class Trainer:
             if saved.get(key) != getattr(self.config, key):
                 raise ValueError(f"cannot resume {self.checkpoint_path}: it was trained with {key}={saved.get(key)!r}, "
                                  f"this run asks for {key}={getattr(self.config, key)!r} (use another --out)")
-        for part in ("context_encoder", "target_encoder", "predictor"):
-            load_state_dict_checked(getattr(self.model, part), checkpoint[part], part)
+        load_networks(self.model, checkpoint)
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.step = checkpoint["step"]
         if self.total_steps is None:           # budget runs keep the schedule they measured
