@@ -1,5 +1,6 @@
 # Two commands do all the set-up on a fresh machine (see README):
-#   make course   create .venv, install, pretrain on the offline data set and print the probe table
+#   make course   create .venv, install, execute the course notebooks in order into build/notebooks
+#                 (notebook 05 pretrains on the offline data set) and print the final probe table
 #   make test     create .venv, install, run the unit tests (and the notebooks under nbval)
 PYTHON ?= python3
 VENV   ?= .venv
@@ -7,7 +8,7 @@ BIN     = $(VENV)/bin
 RUN    ?= runs/shapes
 BUDGET ?= 5
 
-.PHONY: setup course test bench clean
+.PHONY: setup course checkpoint test bench clean
 
 setup: $(VENV)/.installed
 
@@ -18,8 +19,12 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 course: setup
-	$(BIN)/jepa-lite train --data shapes --budget-minutes $(BUDGET) --out $(RUN)
-	$(BIN)/jepa-lite probe --checkpoint $(RUN)
+	$(BIN)/jepa-lite course --out build/notebooks
+
+# the small pretrained checkpoint shipped for notebook 06 (see data/README.md)
+checkpoint: setup
+	$(BIN)/jepa-lite train --data shapes --budget-minutes $(BUDGET) --out $(RUN) --no-resume
+	$(BIN)/python -c "import shutil; shutil.copy('$(RUN)/checkpoint.pt', 'data/shapes_tiny.pt')"
 
 test: setup
 	$(BIN)/python -m pytest

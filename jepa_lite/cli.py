@@ -17,7 +17,7 @@ import typing
 from dataclasses import MISSING, fields
 from pathlib import Path
 
-from .train import TrainConfig
+from .train import DATA_DEFAULTS, TrainConfig
 
 _HIDDEN = {"mask"}     # set through --mask key=value
 
@@ -27,6 +27,13 @@ def _base_type(hint) -> type:
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         return [a for a in typing.get_args(hint) if a is not type(None)][0]
     return hint
+
+
+def _default_help(name: str, default) -> str:
+    if name in DATA_DEFAULTS["shapes"]:
+        per_data = ", ".join(f"{data}: {values[name]}" for data, values in DATA_DEFAULTS.items())
+        return f"default: per data set ({per_data})"
+    return f"default: {default}"
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,9 +47,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         if base is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
         elif typing.get_origin(base) is tuple:
-            parser.add_argument(flag, type=float, nargs=2, default=default, metavar=("MIN", "MAX"))
+            parser.add_argument(flag, type=float, nargs=2, default=default, metavar=("MIN", "MAX"),
+                                help=_default_help(f.name, default))
         else:
-            parser.add_argument(flag, type=base, default=default, help=f"default: {default}")
+            parser.add_argument(flag, type=base, default=default, help=_default_help(f.name, default))
     parser.add_argument("--mask", action="append", default=[], metavar="KEY=VALUE",
                         help="override a MaskConfig field, e.g. --mask num_targets=2 --mask strategy=random")
 
@@ -131,6 +139,13 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_course(args: argparse.Namespace) -> int:
+    from .course import run_course
+
+    run_course(args.out, profile=args.profile, only=args.only)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jepa-lite", description="Pretrain and probe I-JEPA models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -153,6 +168,14 @@ def build_parser() -> argparse.ArgumentParser:
     p_probe.add_argument("--max-test-images", type=int, default=None)
     p_probe.add_argument("--seed", type=int, default=0, help="seed of the random-init baseline")
     p_probe.set_defaults(func=cmd_probe)
+
+    p_course = sub.add_parser("course", help="execute every course notebook in order (fresh kernels) into a "
+                                             "build folder; print times, peak memory and the final probe table")
+    p_course.add_argument("--out", default="build/notebooks", help="folder for the executed copies")
+    p_course.add_argument("--profile", default=None, choices=["test", "cpu", "gpu"],
+                          help="default: $JEPA_LITE_PROFILE, else gpu on CUDA/MPS and cpu otherwise")
+    p_course.add_argument("--only", nargs="*", default=None, help="notebook name prefixes, e.g. 00 05")
+    p_course.set_defaults(func=cmd_course)
     return parser
 
 

@@ -109,3 +109,66 @@ def pick_checkpoint(profile: Profile) -> tuple[Path, str]:
         return shipped, f"the shipped checkpoint ({SHIPPED_CHECKPOINT}); run notebook 05 to use your own"
     raise FileNotFoundError(f"neither notebook 05's checkpoint ({fresh}) nor the shipped one ({shipped}) exists; "
                             f"run notebook 05 first")
+
+
+# ---------------------------------------------------------------------------------------------
+# running the whole course (`jepa-lite course`, `make course`)
+
+def course_notebooks(folder: Path | None = None) -> list[Path]:
+    """The course's notebooks in teaching order (notebooks/NN_*.ipynb)."""
+    folder = folder or repo_root() / "notebooks"
+    return sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
+
+
+def probe_table_path(profile: Profile) -> Path:
+    """Where notebook 06 writes its probe table (printed at the end of `jepa-lite course`)."""
+    return repo_root() / "runs" / f"notebook06-{profile.name}" / "probe_table.txt"
+
+
+_RUN_ONE = """
+import resource, sys, nbformat
+from nbconvert.preprocessors import ExecutePreprocessor
+source, target, timeout = sys.argv[1], sys.argv[2], int(sys.argv[3])
+nb = nbformat.read(source, as_version=4)
+ExecutePreprocessor(timeout=timeout, kernel_name="python3").preprocess(nb, {"metadata": {"path": sys.argv[4]}})
+nbformat.write(nb, target)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)   # KiB: the kernel's peak RSS
+"""
+
+
+def run_course(out_dir: str | Path = "build/notebooks", profile: str | None = None,
+               only: list[str] | None = None, timeout: int = 1800, log=print) -> list[dict]:
+    """Execute every notebook in order, each in a fresh kernel, into `out_dir` (the sources are not
+    touched). Prints wall time and the kernel's peak memory per notebook, then notebook 06's probe
+    table. Returns one dict per notebook."""
+    import subprocess
+    import sys
+    import time
+
+    chosen = active_profile(profile)
+    env = {**os.environ, PROFILE_ENV: chosen.name}
+    env.pop("MPLBACKEND", None)                       # the kernels use the inline backend
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    notebooks = course_notebooks()
+    if only:
+        notebooks = [p for p in notebooks if any(p.name.startswith(o) for o in only)]
+        if not notebooks:
+            raise ValueError(f"no notebook matches {only}; valid: {[p.name for p in course_notebooks()]}")
+    log(chosen.summary())
+    results = []
+    for path in notebooks:
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, "-c", _RUN_ONE, str(path), str(out / path.name), str(timeout),
+                               str(path.parent)], env=env, capture_output=True, text=True)
+        seconds = time.perf_counter() - start
+        if done.returncode != 0:
+            tail = "\n".join(done.stderr.strip().splitlines()[-15:])
+            raise RuntimeError(f"{path.name} failed after {seconds:.0f} s:\n{tail}")
+        peak_mib = int(done.stdout.strip().splitlines()[-1]) / 1024
+        results.append({"notebook": path.name, "seconds": seconds, "peak_rss_mib": peak_mib})
+        log(f"{path.name:36s} {seconds:6.0f} s   peak RSS {peak_mib:6.0f} MiB")
+    table = probe_table_path(chosen)
+    if table.exists():
+        log("\n" + table.read_text())
+    return results

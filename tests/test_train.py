@@ -137,3 +137,13 @@ def test_checkpoint_from_other_architecture_lists_mismatched_keys(tmp_path, tiny
     checkpoint["encoder_config"]["num_heads"] = 4
     with pytest.raises(ValueError, match=r"(?s)unexpected keys: \['blocks.1.*shape mismatches"):
         jepa_from_checkpoint(checkpoint)
+
+
+def test_batch_and_crop_defaults_follow_the_data_set_unless_given():
+    shapes, photos = TrainConfig(data="shapes", steps=1), TrainConfig(data="imagefolder:x", steps=1)
+    assert (shapes.batch_size, shapes.crop_scale) == (128, (0.7, 1.0))
+    assert (photos.batch_size, photos.crop_scale) == (256, (0.3, 1.0))
+    mine = TrainConfig(data="shapes", steps=1, batch_size=32, crop_scale=[0.5, 1.0])
+    assert (mine.batch_size, mine.crop_scale) == (32, (0.5, 1.0))
+    with pytest.raises(ValueError, match="crop_scale"):
+        TrainConfig(data="shapes", steps=1, crop_scale=(0.9, 0.5))
