@@ -70,7 +70,8 @@ class PredictorConfig:
     drop_path: float = 0.0
     # False: the paper's one pass per target block (context repeated T times). True: one pass
     # for all blocks; context tokens attend only to context, each block's mask tokens to the
-    # context and their own block, so the context is processed once instead of T times.
+    # context and their own block, so the context is processed once instead of T times. Not the
+    # same function as False for depth >= 2 (there context tokens also attend to their pass's mask tokens).
     shared_context: bool = False
 
     def __post_init__(self) -> None:
