@@ -23,7 +23,7 @@ course: setup
 
 # the small pretrained checkpoint shipped for notebook 06 (see data/README.md)
 checkpoint: setup
-	$(BIN)/jepa-lite train --data shapes --budget-minutes $(BUDGET) --out $(RUN) --no-resume
+	$(BIN)/jepa-lite train --data shapes --budget-minutes $(BUDGET) --out $(RUN) --no-resume --quiet
 	$(BIN)/python -c "import shutil; shutil.copy('$(RUN)/checkpoint.pt', 'data/shapes_tiny.pt')"
 
 test: setup
