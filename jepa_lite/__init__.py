@@ -6,5 +6,7 @@
     train      engine: schedules, budget, checkpoints    (notebook 05)
     evaluate   features, probes, kNN, UMAP               (notebook 06)
     data       procedural shapes, CIFAR-10/STL-10, image folders
+    course     the notebooks' profile switch (test / cpu / gpu), `jepa-lite course`
+    convert    released I-JEPA weights (reference checkpoints, Hugging Face) -> VisionTransformer
 """
 __version__ = "0.1.0"

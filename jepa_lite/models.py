@@ -39,8 +39,13 @@ class ViTConfig:
     mlp_ratio: float = 4.0
     drop_path: float = 0.0          # stochastic depth, linearly increasing over blocks
     qkv_bias: bool = True
+    # Compatibility with released weights (jepa_lite.convert); the defaults are the course's own.
+    norm_eps: float = 1e-5          # LayerNorm eps (the released I-JEPA encoders use 1e-6)
+    pos_embed_order: str = "row_col"  # sin-cos channel halves; "col_row" is the reference code's layout
 
     def __post_init__(self) -> None:
+        if self.pos_embed_order not in POS_EMBED_ORDERS:
+            raise ValueError(f"pos_embed_order must be one of {POS_EMBED_ORDERS}, got {self.pos_embed_order!r}")
         if self.image_size <= 0 or self.patch_size <= 0:
             raise ValueError(f"image_size ({self.image_size}) and patch_size ({self.patch_size}) must be > 0")
         if self.image_size % self.patch_size != 0:
@@ -59,6 +64,16 @@ class ViTConfig:
     def grid_size(self) -> tuple[int, int]:
         side = self.image_size // self.patch_size
         return (side, side)
+
+    def __repr__(self) -> str:
+        # the compatibility fields are shown only when they differ from the course's defaults
+        shown = [f"{k}={v!r}" for k, v in asdict(self).items()
+                 if not (k in _COMPAT_DEFAULTS and v == _COMPAT_DEFAULTS[k])]
+        return f"ViTConfig({', '.join(shown)})"
+
+
+POS_EMBED_ORDERS = ("row_col", "col_row")
+_COMPAT_DEFAULTS = {"norm_eps": 1e-5, "pos_embed_order": "row_col"}
 
 
 @dataclass
@@ -94,13 +109,30 @@ MODEL_SIZES: dict[str, tuple[dict, dict]] = {
                   dict(embed_dim=384, depth=6, num_heads=12)),
 }
 
+# The architectures of Meta's released I-JEPA checkpoints (facebookresearch/ijepa; Hugging Face
+# facebook/ijepa_vith14_1k, ..._vith14_22k, ..._vith16_1k (448 px), ..._vitg16_22k), for loading them with
+# jepa_lite.convert. Kept out of MODEL_SIZES (the course's trainable sizes, which the notebooks tabulate and
+# build); model_configs accepts both. Predictors: 384 wide, encoder's head count, depth from the configs.
+_REFERENCE = dict(norm_eps=1e-6, pos_embed_order="col_row")
+IJEPA_SIZES: dict[str, tuple[dict, dict]] = {
+    "vit_h14_224": (dict(image_size=224, patch_size=14, embed_dim=1280, depth=32, num_heads=16, **_REFERENCE),
+                    dict(embed_dim=384, depth=12, num_heads=16)),      # IN-1K 300 ep and IN-22K 66 ep
+    "vit_h16_448": (dict(image_size=448, patch_size=16, embed_dim=1280, depth=32, num_heads=16, **_REFERENCE),
+                    dict(embed_dim=384, depth=12, num_heads=16)),      # IN-1K 300 ep at 448 px
+    "vit_g16_224": (dict(image_size=224, patch_size=16, embed_dim=1408, depth=40, num_heads=16,
+                         mlp_ratio=48 / 11, **_REFERENCE),              # MLP hidden 6144
+                    dict(embed_dim=384, depth=16, num_heads=16)),      # IN-22K 44 ep
+}
+
 
 def model_configs(name: str, **overrides) -> tuple[ViTConfig, PredictorConfig]:
     """Encoder and predictor configs for a named size; `overrides` apply to the encoder
     (e.g. image_size=64). Raises ValueError for an unknown name."""
-    if name not in MODEL_SIZES:
-        raise ValueError(f"unknown model size {name!r}; valid: {sorted(MODEL_SIZES)}")
-    encoder_kwargs, predictor_kwargs = MODEL_SIZES[name]
+    sizes = {**MODEL_SIZES, **IJEPA_SIZES}
+    if name not in sizes:
+        raise ValueError(f"unknown model size {name!r}; valid: {sorted(MODEL_SIZES)} "
+                         f"and the released I-JEPA sizes {sorted(IJEPA_SIZES)}")
+    encoder_kwargs, predictor_kwargs = sizes[name]
     return ViTConfig(**{**encoder_kwargs, **overrides}), PredictorConfig(**predictor_kwargs)
 
 
@@ -116,16 +148,19 @@ def sincos_pos_embed_1d(dim: int, positions: torch.Tensor) -> torch.Tensor:
     return torch.cat([angles.sin(), angles.cos()], dim=1).float()
 
 
-def sincos_pos_embed_2d(dim: int, grid_size: tuple[int, int]) -> torch.Tensor:
+def sincos_pos_embed_2d(dim: int, grid_size: tuple[int, int], order: str = "row_col") -> torch.Tensor:
     """Fixed 2-D sin-cos positional embedding, [rows * cols, dim], row-major.
-    The first half of the channels encodes the row, the second half the column."""
+    The first half of the channels encodes the row, the second half the column; order="col_row"
+    swaps the halves, which is the layout of the reference code and its released weights."""
     if dim % 4 != 0:
         raise ValueError(f"2-D sin-cos embedding dim must be divisible by 4, got {dim}")
+    if order not in POS_EMBED_ORDERS:
+        raise ValueError(f"order must be one of {POS_EMBED_ORDERS}, got {order!r}")
     rows, cols = grid_size
     row_ids = torch.arange(rows).repeat_interleave(cols)      # [N]: 0,0,..,1,1,..
     col_ids = torch.arange(cols).repeat(rows)                 # [N]: 0,1,..,0,1,..
-    return torch.cat([sincos_pos_embed_1d(dim // 2, row_ids),
-                      sincos_pos_embed_1d(dim // 2, col_ids)], dim=1)
+    halves = [sincos_pos_embed_1d(dim // 2, row_ids), sincos_pos_embed_1d(dim // 2, col_ids)]
+    return torch.cat(halves if order == "row_col" else halves[::-1], dim=1)
 
 
 class PatchEmbed(nn.Module):
@@ -179,11 +214,11 @@ class Block(nn.Module):
     """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x))."""
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0,
-                 qkv_bias: bool = True):
+                 qkv_bias: bool = True, norm_eps: float = 1e-5):
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         self.attn = Attention(dim, num_heads, qkv_bias)
-        self.norm2 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = MLP(dim, int(dim * mlp_ratio))
         self.drop_path = drop_path
 
@@ -230,12 +265,13 @@ class VisionTransformer(nn.Module):
         self.grid_size = config.grid_size
         self.num_patches = self.grid_size[0] * self.grid_size[1]
         self.patch_embed = PatchEmbed(config.patch_size, config.in_channels, config.embed_dim)
-        self.register_buffer("pos_embed", sincos_pos_embed_2d(config.embed_dim, self.grid_size),
-                             persistent=False)
-        rates = torch.linspace(0, config.drop_path, config.depth).tolist()
+        self.register_buffer("pos_embed", sincos_pos_embed_2d(config.embed_dim, self.grid_size,
+                                                              config.pos_embed_order), persistent=False)
+        # device="cpu": the rates stay readable when the encoder is built under torch.device("meta")
+        rates = torch.linspace(0, config.drop_path, config.depth, device="cpu").tolist()
         self.blocks = nn.ModuleList(Block(config.embed_dim, config.num_heads, config.mlp_ratio, rate,
-                                          config.qkv_bias) for rate in rates)
-        self.norm = nn.LayerNorm(config.embed_dim)
+                                          config.qkv_bias, config.norm_eps) for rate in rates)
+        self.norm = nn.LayerNorm(config.embed_dim, eps=config.norm_eps)
         init_weights(self, self.blocks)
         # With small patches (4x4x3 = 48 inputs) a std-0.02 patch projection gives token
         # contents ~0.1 against sin-cos positions ~0.7: every token is mostly "where", the

@@ -1,0 +1,358 @@
+"""Meta's released I-JEPA encoders as jepa_lite VisionTransformers, to probe and visualise them
+with the course's tools (jepa_lite.evaluate).
+
+Two sources of the same weights:
+    reference checkpoints (facebookresearch/ijepa, e.g. IN1K-vit.h.14-300e.pth.tar): a dict with
+        keys encoder, target_encoder, predictor, opt, ...; parameter names may carry `module.`
+    Hugging Face transformers IJepaModel (facebook/ijepa_vith14_1k, ...): separate q/k/v
+        projections, names of transformers 5 (layers.N...) or 4 (encoder.layer.N...). transformers'
+        conversion script took the checkpoints' "encoder" (the context encoder), not the
+        target_encoder the paper evaluates: load_reference_checkpoint(which="encoder") matches them.
+
+    load_reference_checkpoint(path)           -> VisionTransformer   (target encoder by default)
+    convert_reference_state_dict(state_dict)  -> (ViTConfig, state dict for VisionTransformer)
+    convert_hf_ijepa(model or state_dict, config) -> VisionTransformer
+    from_pretrained_hf("facebook/ijepa_vith14_1k") -> VisionTransformer   (needs transformers)
+
+Architecture: the reference ViT is the course's ViT (pre-norm blocks, fused qkv with bias,
+exact GELU, MLP 4x except ViT-g's 48/11, final LayerNorm, no [CLS]) with two differences that
+the converted config records: LayerNorm eps 1e-6 (norm_eps; the course uses PyTorch's 1e-5)
+and the 2-D sin-cos table with its halves swapped (pos_embed_order="col_row": the reference
+builds its grid with np.meshgrid(w, h), so the first half of the channels encodes the column).
+The checkpoint's own table is copied into the encoder's pos_embed buffer, so the outputs match
+the source exactly; the buffer is not in the state dict, and a rebuild from the config
+recomputes the same sin-cos table (a warning says when the checkpoint's table is something else).
+
+Inputs: the released encoders were trained on ImageNet-normalised pixels (mean 0.485/0.456/0.406,
+std 0.229/0.224/0.225; the reference's transforms); jepa_lite.data.normalize gives (x - 0.5) / 0.25.
+input_normalization="jepa_lite" folds the difference into the patch embedding, so that
+extract_features (which calls normalize) can feed the encoder directly.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import pickle
+import re
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from .data import NORM_MEAN, NORM_STD
+from .models import POS_EMBED_ORDERS, ViTConfig, VisionTransformer, sincos_pos_embed_2d
+
+# heads of the reference code's ViT sizes (tiny ... giant), keyed by width: shapes cannot tell the head count
+REFERENCE_NUM_HEADS = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16, 1408: 16}
+REFERENCE_NORM_EPS = 1e-6
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INPUT_NORMALIZATIONS = ("imagenet", "jepa_lite")
+_CHECKPOINT_PARTS = ("encoder", "target_encoder", "predictor")
+# Encoders at least this large are built on the meta device (no random init: ViT-H would spend ~30 s
+# on the CPU initialising weights that are then overwritten); smaller ones are built as usual.
+_META_MIN_PARAMS = 20_000_000
+
+
+# ---------------------------------------------------------------------------------------------
+# shared helpers
+
+def strip_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str = "module.") -> dict[str, torch.Tensor]:
+    """Remove a leading `prefix` (repeatedly: DDP inside DDP) from every key that has it."""
+    out = {}
+    for key, value in state_dict.items():
+        while key.startswith(prefix):
+            key = key[len(prefix):]
+        out[key] = value
+    return out
+
+
+def _mlp_ratio(hidden: int, dim: int) -> float:
+    """A float r with int(dim * r) == hidden (what Block computes), e.g. 6144 / 1408 for ViT-g."""
+    ratio = hidden / dim
+    for _ in range(4):
+        if int(dim * ratio) == hidden:
+            return ratio
+        ratio = math.nextafter(ratio, math.inf)
+    raise ValueError(f"no mlp_ratio gives an MLP hidden size of {hidden} for width {dim}")
+
+
+def _heads_for(width: int, num_heads: int | None) -> int:
+    if num_heads is not None:
+        return num_heads
+    if width not in REFERENCE_NUM_HEADS:
+        raise ValueError(f"cannot infer the number of heads for width {width}: the shapes do not determine it; "
+                         f"known widths of the reference sizes: {sorted(REFERENCE_NUM_HEADS)} "
+                         f"({REFERENCE_NUM_HEADS}); pass num_heads=...")
+    return REFERENCE_NUM_HEADS[width]
+
+
+def _check_keys(state_dict: Mapping[str, torch.Tensor], expected: list[str], source: str) -> None:
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = sorted(set(state_dict) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"not a {source} encoder state dict: missing keys {missing}"
+                         + (f"; unexpected keys {unexpected}" if unexpected else ""))
+
+
+def _vit_keys(depth: int, qkv_bias: bool) -> list[str]:
+    """The parameter names of jepa_lite's VisionTransformer (identical to the reference's)."""
+    keys = ["patch_embed.proj.weight", "patch_embed.proj.bias"]
+    for i in range(depth):
+        b = f"blocks.{i}."
+        keys += [b + "norm1.weight", b + "norm1.bias", b + "attn.qkv.weight"]
+        keys += [b + "attn.qkv.bias"] if qkv_bias else []
+        keys += [b + "attn.proj.weight", b + "attn.proj.bias", b + "norm2.weight", b + "norm2.bias",
+                 b + "mlp.fc1.weight", b + "mlp.fc1.bias", b + "mlp.fc2.weight", b + "mlp.fc2.bias"]
+    return keys + ["norm.weight", "norm.bias"]
+
+
+def _match_pos_embed(table: torch.Tensor, config: ViTConfig, tolerance: float = 1e-4) -> tuple[str, float]:
+    """The sin-cos layout that `table` [N, D] is, and its max deviation from it. A table that is
+    neither (interpolated, learned) keeps the reference layout and the caller warns."""
+    table = table.detach().float().cpu().reshape(-1, config.embed_dim)
+    errors = {order: (table - sincos_pos_embed_2d(config.embed_dim, config.grid_size, order)).abs().max().item()
+              for order in POS_EMBED_ORDERS}
+    order = min(errors, key=errors.get)
+    return (order, errors[order]) if errors[order] <= tolerance else ("col_row", errors["col_row"])
+
+
+def _build(config: ViTConfig, state_dict: dict[str, torch.Tensor], pos_embed: torch.Tensor,
+           input_normalization: str, source: str) -> VisionTransformer:
+    """A VisionTransformer holding these tensors (assigned, not copied; large encoders skip the random
+    init by being built on the meta device), in eval mode."""
+    if input_normalization not in INPUT_NORMALIZATIONS:
+        raise ValueError(f"input_normalization must be one of {INPUT_NORMALIZATIONS}, got {input_normalization!r}")
+    order, error = _match_pos_embed(pos_embed, config)
+    config.pos_embed_order = order
+    if error > 1e-4:
+        warnings.warn(f"the {source} positional embeddings are not a fixed 2-D sin-cos table (max deviation "
+                      f"{error:.3g}); they are copied into the encoder's pos_embed buffer, which its state_dict "
+                      f"does not save: a VisionTransformer rebuilt from the config alone will differ", stacklevel=3)
+    large = sum(v.numel() for v in state_dict.values()) >= _META_MIN_PARAMS
+    with torch.device("meta") if large else contextlib.nullcontext():
+        encoder = VisionTransformer(config)
+    encoder.load_state_dict({k: v.float() for k, v in state_dict.items()}, strict=True, assign=True)
+    encoder.pos_embed = pos_embed.detach().float().reshape(-1, config.embed_dim).clone()
+    if input_normalization == "jepa_lite":
+        fold_input_normalization(encoder, IMAGENET_MEAN, IMAGENET_STD, NORM_MEAN, NORM_STD)
+    return encoder.eval()
+
+
+@torch.no_grad()
+def fold_input_normalization(encoder: VisionTransformer, expected_mean, expected_std, given_mean=NORM_MEAN,
+                             given_std=NORM_STD) -> VisionTransformer:
+    """Make an encoder trained on inputs normalised with (expected_mean, expected_std) take inputs
+    normalised with (given_mean, given_std) instead, by folding the per-channel affine map between
+    the two into the patch-embedding convolution (exact up to float rounding; no extra op).
+    Defaults of given_*: jepa_lite.data.normalize."""
+    proj = encoder.patch_embed.proj
+    expected_mean, expected_std, given_mean, given_std = (
+        torch.tensor(v, dtype=torch.float64, device=proj.weight.device)
+        for v in (expected_mean, expected_std, given_mean, given_std))
+    # x_expected = (x_given * given_std + given_mean - expected_mean) / expected_std = scale * x_given + shift
+    scale = given_std / expected_std
+    shift = (given_mean - expected_mean) / expected_std
+    weight = proj.weight.double()                                         # [D, C, p, p]
+    bias = proj.bias.double() + (weight * shift.view(1, -1, 1, 1)).sum(dim=(1, 2, 3))
+    proj.weight = nn.Parameter((weight * scale.view(1, -1, 1, 1)).to(proj.weight.dtype))
+    proj.bias = nn.Parameter(bias.to(proj.bias.dtype))
+    return encoder
+
+
+# ---------------------------------------------------------------------------------------------
+# reference checkpoints (facebookresearch/ijepa)
+
+def _select_encoder(checkpoint: Mapping, which: str) -> dict[str, torch.Tensor]:
+    if which not in ("encoder", "target_encoder"):
+        raise ValueError(f"which must be 'encoder' or 'target_encoder', got {which!r}")
+    if any(part in checkpoint for part in _CHECKPOINT_PARTS):
+        if which not in checkpoint:
+            raise ValueError(f"the checkpoint has no {which!r}; its keys: {sorted(checkpoint)}")
+        checkpoint = checkpoint[which]
+    return strip_prefix(checkpoint)
+
+
+def reference_config(state_dict: Mapping[str, torch.Tensor], num_heads: int | None = None,
+                     norm_eps: float = REFERENCE_NORM_EPS) -> ViTConfig:
+    """The ViTConfig of a reference-format encoder state dict (no `module.` prefixes), read from
+    the tensor shapes; the head count comes from REFERENCE_NUM_HEADS unless given."""
+    needed = ["patch_embed.proj.weight", "pos_embed", "blocks.0.mlp.fc1.weight"]
+    missing = [k for k in needed if k not in state_dict]
+    if missing:
+        raise ValueError(f"not a reference-format encoder state dict: missing keys {missing} "
+                         f"(its first keys: {list(state_dict)[:8]})")
+    width, channels, patch, patch_w = state_dict["patch_embed.proj.weight"].shape
+    if patch != patch_w:
+        raise ValueError(f"non-square patches {patch}x{patch_w} are not supported")
+    num_patches = state_dict["pos_embed"].shape[-2]
+    side = math.isqrt(num_patches)
+    if side * side != num_patches:
+        raise ValueError(f"pos_embed has {num_patches} positions, not a square grid")
+    depth = 1 + max(int(m.group(1)) for k in state_dict if (m := re.match(r"blocks\.(\d+)\.", k)))
+    return ViTConfig(image_size=side * patch, patch_size=patch, in_channels=channels, embed_dim=width, depth=depth,
+                     num_heads=_heads_for(width, num_heads),
+                     mlp_ratio=_mlp_ratio(state_dict["blocks.0.mlp.fc1.weight"].shape[0], width),
+                     qkv_bias="blocks.0.attn.qkv.bias" in state_dict, norm_eps=norm_eps,
+                     pos_embed_order="col_row")
+
+
+def _convert_reference(checkpoint: Mapping, which: str, num_heads: int | None, norm_eps: float):
+    state_dict = _select_encoder(checkpoint, which)
+    config = reference_config(state_dict, num_heads, norm_eps)
+    _check_keys(state_dict, _vit_keys(config.depth, config.qkv_bias) + ["pos_embed"], "reference-format")
+    pos_embed = state_dict["pos_embed"].reshape(-1, config.embed_dim)
+    return config, {k: v for k, v in state_dict.items() if k != "pos_embed"}, pos_embed
+
+
+def convert_reference_state_dict(state_dict: Mapping, which: str = "target_encoder", num_heads: int | None = None,
+                                 norm_eps: float = REFERENCE_NORM_EPS) -> tuple[ViTConfig, dict[str, torch.Tensor]]:
+    """A reference checkpoint dict (with encoder/target_encoder/predictor) or one encoder's state
+    dict, `module.` prefixes or not -> (ViTConfig, state dict that VisionTransformer(config)
+    loads strictly). The parameter names are the same in both codes; the fixed pos_embed is not a
+    parameter of jepa_lite's encoder: the config's pos_embed_order rebuilds the checkpoint's table
+    (load_reference_checkpoint copies the table itself)."""
+    config, params, pos_embed = _convert_reference(state_dict, which, num_heads, norm_eps)
+    order, error = _match_pos_embed(pos_embed, config)
+    config.pos_embed_order = order
+    if error > 1e-4:
+        warnings.warn(f"the checkpoint's pos_embed is not a fixed 2-D sin-cos table (max deviation {error:.3g}); "
+                      f"VisionTransformer(config) will use the sin-cos table instead", stacklevel=2)
+    return config, params
+
+
+def _torch_load(path: str | Path, weights_only: bool):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only, mmap=True)
+    except RuntimeError as error:
+        if "mmap" not in str(error):
+            raise
+        return torch.load(path, map_location="cpu", weights_only=weights_only)   # an old (non-zip) file
+
+
+def load_reference_checkpoint(path: str | Path, which: str = "target_encoder", num_heads: int | None = None,
+                              norm_eps: float = REFERENCE_NORM_EPS, input_normalization: str = "imagenet",
+                              weights_only: bool = True) -> VisionTransformer:
+    """A released I-JEPA checkpoint file (e.g. IN1K-vit.h.14-300e.pth.tar) -> its target encoder
+    (which="encoder": the context encoder) as a jepa_lite VisionTransformer in eval mode on the CPU.
+    The file is memory-mapped and read with weights_only=True (no arbitrary unpickling); pass
+    weights_only=False only for a file you trust that needs it."""
+    try:
+        checkpoint = _torch_load(path, weights_only)
+    except pickle.UnpicklingError as error:
+        raise ValueError(f"{path}: torch.load(weights_only=True) refused it ({error}); if you trust the file, "
+                         f"pass weights_only=False") from error
+    config, params, pos_embed = _convert_reference(checkpoint, which, num_heads, norm_eps)
+    return _build(config, params, pos_embed, input_normalization, "checkpoint's")
+
+
+# ---------------------------------------------------------------------------------------------
+# Hugging Face transformers IJepaModel
+
+_HF_LEGACY_NAMES = [                       # transformers 4.x (ViT layout) -> 5.x
+    (r"^encoder\.layer\.", "layers."),
+    (r"\.attention\.attention\.query\.", ".attention.q_proj."),
+    (r"\.attention\.attention\.key\.", ".attention.k_proj."),
+    (r"\.attention\.attention\.value\.", ".attention.v_proj."),
+    (r"\.attention\.output\.dense\.", ".attention.o_proj."),
+    (r"\.intermediate\.dense\.", ".mlp.fc1."),
+    (r"\.output\.dense\.", ".mlp.fc2."),
+]
+_HF_IGNORED = ("embeddings.mask_token", "pooler.")      # not part of the encoder's forward pass
+# IJepaConfig's defaults: a saved config.json leaves out the values equal to them
+_HF_DEFAULTS = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+                    hidden_act="gelu", layer_norm_eps=1e-12, image_size=224, patch_size=16, num_channels=3,
+                    qkv_bias=True)
+
+
+def _hf_field(config, name: str):
+    value = config.get(name, _HF_DEFAULTS[name]) if isinstance(config, Mapping) else getattr(config, name)
+    if isinstance(value, (list, tuple)):
+        if len(set(value)) != 1:
+            raise ValueError(f"non-square {name} {value} is not supported")
+        value = value[0]
+    return value
+
+
+def _hf_config(config, num_layers: int) -> ViTConfig:
+    act = _hf_field(config, "hidden_act")
+    if act != "gelu":
+        raise ValueError(f"hidden_act {act!r} is not supported (jepa_lite's MLP uses the exact 'gelu')")
+    width = _hf_field(config, "hidden_size")
+    return ViTConfig(image_size=_hf_field(config, "image_size"), patch_size=_hf_field(config, "patch_size"),
+                     in_channels=_hf_field(config, "num_channels"), embed_dim=width, depth=num_layers,
+                     num_heads=_hf_field(config, "num_attention_heads"),
+                     mlp_ratio=_mlp_ratio(_hf_field(config, "intermediate_size"), width),
+                     qkv_bias=bool(_hf_field(config, "qkv_bias")), norm_eps=float(_hf_field(config, "layer_norm_eps")),
+                     pos_embed_order="col_row")
+
+
+def convert_hf_state_dict(state_dict: Mapping[str, torch.Tensor], config) -> tuple[ViTConfig, dict, torch.Tensor]:
+    """An IJepaModel (or IJepaForImageClassification) state dict and its config (IJepaConfig or the
+    dict of its config.json) -> (ViTConfig, VisionTransformer state dict, pos_embed [N, D])."""
+    sd = {}
+    for key, value in strip_prefix(state_dict, "ijepa.").items():
+        for pattern, new in _HF_LEGACY_NAMES:
+            key = re.sub(pattern, new, key)
+        if not key.startswith(_HF_IGNORED) and not key.startswith("classifier."):
+            sd[key] = value
+    layers = {int(m.group(1)) for k in sd if (m := re.match(r"layers\.(\d+)\.", k))}
+    num_layers = _hf_field(config, "num_hidden_layers")
+    cfg = _hf_config(config, num_layers)
+    expected = ["embeddings.patch_embeddings.projection.weight", "embeddings.patch_embeddings.projection.bias",
+                "embeddings.position_embeddings", "layernorm.weight", "layernorm.bias"]
+    for i in range(num_layers):
+        b = f"layers.{i}."
+        expected += [b + f"{name}.{kind}" for name in ("layernorm_before", "layernorm_after", "attention.o_proj",
+                                                       "mlp.fc1", "mlp.fc2") for kind in ("weight", "bias")]
+        expected += [b + f"attention.{p}_proj.weight" for p in "qkv"]
+        expected += [b + f"attention.{p}_proj.bias" for p in "qkv"] if cfg.qkv_bias else []
+    _check_keys(sd, expected, f"Hugging Face IJepaModel ({num_layers} layers; found layers {sorted(layers)})")
+
+    out = {"patch_embed.proj.weight": sd["embeddings.patch_embeddings.projection.weight"],
+           "patch_embed.proj.bias": sd["embeddings.patch_embeddings.projection.bias"],
+           "norm.weight": sd["layernorm.weight"], "norm.bias": sd["layernorm.bias"]}
+    for i in range(num_layers):
+        h, b = f"layers.{i}.", f"blocks.{i}."
+        # jepa_lite's fused qkv: rows [q; k; v], each split into heads the same way as HF's projections
+        out[b + "attn.qkv.weight"] = torch.cat([sd[h + f"attention.{p}_proj.weight"] for p in "qkv"])
+        if cfg.qkv_bias:
+            out[b + "attn.qkv.bias"] = torch.cat([sd[h + f"attention.{p}_proj.bias"] for p in "qkv"])
+        for src, dst in (("layernorm_before", "norm1"), ("layernorm_after", "norm2"), ("attention.o_proj", "attn.proj"),
+                         ("mlp.fc1", "mlp.fc1"), ("mlp.fc2", "mlp.fc2")):
+            out[b + dst + ".weight"] = sd[h + src + ".weight"]
+            out[b + dst + ".bias"] = sd[h + src + ".bias"]
+    return cfg, out, sd["embeddings.position_embeddings"].reshape(-1, cfg.embed_dim)
+
+
+def convert_hf_ijepa(model_or_state_dict, config=None, input_normalization: str = "imagenet") -> VisionTransformer:
+    """A transformers IJepaModel (config taken from it) or its state dict plus config (IJepaConfig or
+    config.json as a dict) -> a jepa_lite VisionTransformer in eval mode whose output equals
+    model(pixel_values).last_hidden_state. Does not import transformers."""
+    if isinstance(model_or_state_dict, nn.Module):
+        config = model_or_state_dict.config if config is None else config
+        state_dict = model_or_state_dict.state_dict()
+    else:
+        state_dict = model_or_state_dict
+    if config is None:
+        raise ValueError("a state dict needs its config (an IJepaConfig or the dict of config.json)")
+    vit_config, params, pos_embed = convert_hf_state_dict(state_dict, config)
+    return _build(vit_config, params, pos_embed, input_normalization, "model's")
+
+
+def from_pretrained_hf(name: str = "facebook/ijepa_vith14_1k", input_normalization: str = "imagenet",
+                       **from_pretrained_kwargs) -> VisionTransformer:
+    """Download a released I-JEPA encoder from the Hugging Face Hub (facebook/ijepa_vith14_1k,
+    facebook/ijepa_vith14_22k, facebook/ijepa_vith16_1k at 448 px, facebook/ijepa_vitg16_22k) and
+    convert it. These hold the checkpoints' context encoder (see the module docstring).
+    input_normalization="jepa_lite" makes it take jepa_lite.data.normalize's output (extract_features).
+    Needs `pip install transformers` (an optional extra of jepa_lite)."""
+    try:
+        from transformers import IJepaModel
+    except ImportError as error:
+        raise ImportError("from_pretrained_hf needs Hugging Face transformers: pip install transformers "
+                          "(or load a reference checkpoint with load_reference_checkpoint)") from error
+    model = IJepaModel.from_pretrained(name, **from_pretrained_kwargs)
+    return convert_hf_ijepa(model, input_normalization=input_normalization)
