@@ -59,7 +59,7 @@ PROFILES: dict[str, Profile] = {
                     train_images=2_000, demo_steps=40, demo_batch_size=64, probe_train_images=1_000,
                     probe_test_images=500, umap_points=500, show_images=32),
     "cpu": Profile("cpu", data="shapes", model="tiny", train_minutes=4.0, train_steps=None, batch_size=128,
-                   train_images=50_000, demo_steps=300, demo_batch_size=128, probe_train_images=5_000,
+                   train_images=50_000, demo_steps=150, demo_batch_size=128, probe_train_images=5_000,
                    probe_test_images=2_000, umap_points=2_000, show_images=32),
     "gpu": Profile("gpu", data="cifar10", model="small", train_minutes=None, train_steps=20_000, batch_size=256,
                    train_images=50_000, demo_steps=1_000, demo_batch_size=256, probe_train_images=20_000,
