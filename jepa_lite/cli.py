@@ -106,8 +106,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
     from .data import load_dataset
     from .evaluate import format_table, probe_encoders
-    from .models import ViTConfig, VisionTransformer
-    from .train import jepa_from_checkpoint, load_checkpoint
+    from .train import build_encoder, encoder_config_from_checkpoint, jepa_from_checkpoint, load_checkpoint
 
     checkpoint_path = Path(args.checkpoint)
     checkpoint = load_checkpoint(checkpoint_path)
@@ -122,9 +121,9 @@ def cmd_probe(args: argparse.Namespace) -> int:
                               max_images=args.max_test_images)
     model = jepa_from_checkpoint(checkpoint)
     if args.layers is None:
-        args.layers = min(4, checkpoint["encoder_config"]["depth"])
+        args.layers = min(4, checkpoint["encoder_config"].get("depth", 1))   # a CNN: its final output
     torch.manual_seed(args.seed)
-    random_init = VisionTransformer(ViTConfig(**checkpoint["encoder_config"]))
+    random_init = build_encoder(encoder_config_from_checkpoint(checkpoint))
     encoders = {"target encoder": model.target_encoder, "context encoder": model.context_encoder,
                 "random init": random_init}
     print(f"{len(train_set)} train / {len(test_set)} test images; reading the last {args.layers} block(s)")

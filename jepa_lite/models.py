@@ -11,7 +11,8 @@ The encoder contract (any module can be plugged into the training engine if it k
     encoder.embed_dim: int          D
     encoder.grid_size: (int, int)   rows, cols of the token grid; N = rows * cols
 Token n is the cell (n // cols, n % cols) of the grid, row-major. An encoder that cannot skip
-tokens (e.g. a CNN) may compute all N and gather; it must still return only the asked ones.
+tokens (e.g. a CNN) may compute all N and gather; it must still return only the asked ones, and
+keep the pixels of the other tokens from reaching them (cnn.py zeroes them before its first conv).
 Optionally `encoder.layer_outputs(images) -> list of [B, N, D]` exposes intermediate blocks
 for probes that read several layers.
 """

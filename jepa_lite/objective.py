@@ -11,6 +11,17 @@ Two ways to obtain g_phi:
     "joint" (the literal reading "theta, phi, psi learned jointly"): phi trained by gradient
             like the others. The loss can then be driven to zero by mapping every image to
             the same vector: the representation collapses. The course shows this happening.
+
+Three objectives on the same context encoder, predictor and masks (notebook 08):
+    "jepa"    predict embeddings: the loss above.
+    "pixels"  reconstruct pixels, a masked autoencoder (MAE, He et al. 2022) that shares JEPA's
+              masks: a linear pixel head maps each predicted token z_hat_t [D] to the pixels of
+              its target patch [C * p * p], compared by MSE with the patch's pixels normalised
+              per patch (zero mean, unit variance over the patch: MAE's norm_pix_loss).
+              The target encoder is still run (no gradient) and EMA-updated, so per-step compute,
+              the collapse monitors and the downstream read-out stay the same for all three;
+              its output just does not enter the loss.
+    "both"    embedding loss + pixel_weight * pixel loss, through the same predicted tokens.
 """
 from __future__ import annotations
 
@@ -25,6 +36,7 @@ from .models import gather_tokens
 
 LOSSES = ("l2", "smooth_l1", "l1")
 TARGET_MODES = ("ema", "joint")
+OBJECTIVES = ("jepa", "pixels", "both")
 
 
 def embedding_loss(predictions: torch.Tensor, targets: torch.Tensor, kind: str = "smooth_l1") -> torch.Tensor:
@@ -62,6 +74,50 @@ def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# pixels of patches (the reconstruction objective)
+
+def patchify(images: torch.Tensor, grid_size: tuple[int, int]) -> torch.Tensor:
+    """images: [B, C, H, W] -> patches [B, N, ph * pw * C], N = rows * cols row-major (token n is
+    grid cell (n // cols, n % cols), as in the encoders); each patch flattened as (y, x, channel)."""
+    B, C, H, W = images.shape
+    rows, cols = grid_size
+    if H % rows or W % cols:
+        raise ValueError(f"a {H}x{W} image does not split into a {rows}x{cols} grid of patches")
+    ph, pw = H // rows, W // cols
+    x = images.reshape(B, C, rows, ph, cols, pw).permute(0, 2, 4, 3, 5, 1)   # [B, rows, cols, ph, pw, C]
+    return x.reshape(B, rows * cols, ph * pw * C)
+
+
+def unpatchify(patches: torch.Tensor, grid_size: tuple[int, int], channels: int = 3) -> torch.Tensor:
+    """The inverse of patchify: [B, N, ph * pw * C] -> [B, C, rows * ph, cols * pw] (square patches)."""
+    B, N, P = patches.shape
+    rows, cols = grid_size
+    side = math.isqrt(P // channels)
+    if rows * cols != N or side * side * channels != P:
+        raise ValueError(f"{N} patches of {P} values do not make a {rows}x{cols} grid of square "
+                         f"{channels}-channel patches")
+    x = patches.reshape(B, rows, cols, side, side, channels).permute(0, 5, 1, 3, 2, 4)
+    return x.reshape(B, channels, rows * side, cols * side)
+
+
+def normalize_patches(patches: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """[..., P] -> each patch (last axis) shifted and scaled to zero mean, unit variance: MAE's
+    norm_pix_loss target. A flat patch (a uniform background) becomes all zeros."""
+    mean = patches.mean(dim=-1, keepdim=True)
+    var = patches.var(dim=-1, keepdim=True, unbiased=False)
+    return (patches - mean) / (var + eps).sqrt()
+
+
+def pixel_loss(reconstruction: torch.Tensor, target_pixels: torch.Tensor) -> torch.Tensor:
+    """reconstruction, target_pixels: [..., P] -> scalar mean squared error over every value
+    (MAE: mean over a patch's pixels, then over the masked patches; equal sizes make it one mean)."""
+    if reconstruction.shape != target_pixels.shape:
+        raise ValueError(f"reconstruction {tuple(reconstruction.shape)} and target pixels "
+                         f"{tuple(target_pixels.shape)} differ")
+    return F.mse_loss(reconstruction, target_pixels)
+
+
+# ---------------------------------------------------------------------------------------------
 # label-free collapse monitors
 
 @torch.no_grad()
@@ -87,18 +143,25 @@ def rankme(embeddings: torch.Tensor, eps: float = 1e-7) -> float:
 # the model that trains
 
 class JEPA(nn.Module):
-    """Context encoder f_theta, predictor h_psi and target encoder g_phi in one module.
+    """Context encoder f_theta, predictor h_psi and target encoder g_phi in one module, plus a
+    linear pixel head when the objective reconstructs pixels ("pixels" or "both").
 
     forward(images, masks) returns the loss and what went into it; `update_target(m)` is the
-    EMA step, to call after each optimizer step (a no-op in "joint" mode)."""
+    EMA step, to call after each optimizer step (a no-op in "joint" mode).
+    `patch_dim` (C * p * p, the values of one patch) is needed only by the pixel objectives."""
 
     def __init__(self, context_encoder: nn.Module, predictor: nn.Module, target_mode: str = "ema",
-                 loss: str = "smooth_l1", target_norm: bool = True):
+                 loss: str = "smooth_l1", target_norm: bool = True, objective: str = "jepa",
+                 patch_dim: int | None = None, pixel_weight: float = 1.0, pixel_norm: bool = True):
         super().__init__()
         if target_mode not in TARGET_MODES:
             raise ValueError(f"unknown target_mode {target_mode!r}; valid: {TARGET_MODES}")
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}; valid: {LOSSES}")
+        if objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {objective!r}; valid: {OBJECTIVES}")
+        if not pixel_weight > 0:
+            raise ValueError(f"pixel_weight must be > 0, got {pixel_weight}")
         self.context_encoder = context_encoder
         self.predictor = predictor
         # the target encoder starts as an exact copy of the context encoder
@@ -106,6 +169,17 @@ class JEPA(nn.Module):
         self.target_mode = target_mode
         self.loss_kind = loss
         self.target_norm = target_norm
+        self.objective = objective
+        self.pixel_weight = pixel_weight
+        self.pixel_norm = pixel_norm
+        self.pixel_head = None
+        if objective != "jepa":
+            if patch_dim is None or patch_dim < 1:
+                raise ValueError(f"objective {objective!r} needs patch_dim (channels * patch_size**2), got {patch_dim}")
+            # predicted token [D] -> the pixels of its patch [C * p * p]
+            self.pixel_head = nn.Linear(context_encoder.embed_dim, patch_dim)
+            nn.init.trunc_normal_(self.pixel_head.weight, std=0.02)
+            nn.init.zeros_(self.pixel_head.bias)
         if target_mode == "ema":
             self.target_encoder.requires_grad_(False)
 
@@ -122,16 +196,38 @@ class JEPA(nn.Module):
         z_t = gather_tokens(full, target_indices.reshape(B, T * K)).view(B, T, K, -1)
         return z_t, full
 
+    def target_pixels(self, images: torch.Tensor, target_indices: torch.Tensor) -> torch.Tensor:
+        """The pixels the pixel head must reconstruct: [B, T, K_tgt, C * p * p], normalised per
+        patch when pixel_norm is on."""
+        B, T, K = target_indices.shape
+        patches = patchify(images, self.context_encoder.grid_size)             # [B, N, P]
+        pixels = gather_tokens(patches, target_indices.reshape(B, T * K)).view(B, T, K, -1)
+        return normalize_patches(pixels) if self.pixel_norm else pixels
+
     def forward(self, images: torch.Tensor, context_indices: torch.Tensor,
                 target_indices: torch.Tensor) -> dict[str, torch.Tensor]:
         """images: [B, C, H, W]; context_indices: [B, K_ctx]; target_indices: [B, T, K_tgt]
         (a `Masks` from jepa_lite.masks holds both).
-        Returns dict(loss: scalar, predictions, targets: [B, T, K_tgt, D], target_tokens: [B, N, D])."""
+        Returns dict(loss: scalar, predictions, targets: [B, T, K_tgt, D], target_tokens: [B, N, D]);
+        objective "both" adds embedding_loss and pixel_loss (scalars), the pixel objectives add
+        pixel_loss, reconstruction and target_pixels ([B, T, K_tgt, C * p * p])."""
         z_t, full = self.targets(images, target_indices)
         z_c = self.context_encoder(images, context_indices)                   # [B, K_ctx, D]
-        z_hat = self.predictor(z_c, context_indices, target_indices)
-        loss = embedding_loss(z_hat.float(), z_t.float(), self.loss_kind)
-        return {"loss": loss, "predictions": z_hat, "targets": z_t, "target_tokens": full}
+        z_hat = self.predictor(z_c, context_indices, target_indices)          # [B, T, K_tgt, D]
+        out = {"predictions": z_hat, "targets": z_t, "target_tokens": full}
+        if self.objective == "jepa":
+            out["loss"] = embedding_loss(z_hat.float(), z_t.float(), self.loss_kind)
+            return out
+        reconstruction = self.pixel_head(z_hat)                               # [B, T, K_tgt, P]
+        target_pixels = self.target_pixels(images, target_indices)
+        out["pixel_loss"] = pixel_loss(reconstruction.float(), target_pixels.float())
+        out["reconstruction"], out["target_pixels"] = reconstruction, target_pixels
+        if self.objective == "pixels":
+            out["loss"] = out["pixel_loss"]
+        else:
+            out["embedding_loss"] = embedding_loss(z_hat.float(), z_t.float(), self.loss_kind)
+            out["loss"] = out["embedding_loss"] + self.pixel_weight * out["pixel_loss"]
+        return out
 
     @torch.no_grad()
     def update_target(self, momentum: float) -> None:

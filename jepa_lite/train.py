@@ -3,6 +3,13 @@
 One `TrainConfig` holds every default of the recipe (the CLI flags map onto its fields).
 Randomness is a pure function of (seed, step), so a run resumed from a checkpoint draws the
 same batches, crops and masks as the uninterrupted run and, on CPU, gives the same losses.
+
+The same engine trains every variant (notebook 08):
+    objective  "jepa" (predict embeddings), "pixels" (reconstruct the target patches' pixels,
+               a masked autoencoder on the same masks) or "both" (objective.py);
+    encoder    "vit" (models.VisionTransformer) or "cnn" (cnn.ConvEncoder, a strided CNN whose
+               feature map is the token grid); both keep the encoder contract of models.py and
+               take their width D from the named `model` size, whose predictor they share.
 """
 from __future__ import annotations
 
@@ -19,11 +26,19 @@ import torch.nn as nn
 
 from .data import BatchAugment, ImageDataset, load_dataset
 from .masks import MaskConfig, MaskSampler, default_mask_config
+from .cnn import CNNConfig, ConvEncoder, cnn_config_from_size
 from .models import Predictor, PredictorConfig, ViTConfig, VisionTransformer, model_configs
-from .objective import JEPA, LOSSES, TARGET_MODES, ema_momentum, embedding_std, rankme
+from .objective import JEPA, LOSSES, OBJECTIVES, TARGET_MODES, ema_momentum, embedding_std, rankme
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_FORMAT = "jepa_lite/1"
+
+# Encoder architectures the engine can build: name -> (config class, module class). Any module
+# keeping the encoder contract (models.py docstring) can be added here.
+ENCODERS: dict[str, tuple[type, type]] = {
+    "vit": (ViTConfig, VisionTransformer),
+    "cnn": (CNNConfig, ConvEncoder),
+}
 
 # Recipe defaults that depend on the data set (measured, see README "Where it stands"): the shapes'
 # objects fill much of a 32 px image, so strong crops cut them away; smaller batches give a 5-minute
@@ -47,6 +62,7 @@ class TrainConfig:
     data_root: str = "data"
     max_train_images: int | None = None
     model: str = "tiny"
+    encoder: str = "vit"                   # "vit" | "cnn": the architecture of f_theta / g_phi (ENCODERS)
     image_size: int | None = None          # default: the data set's own size
     patch_size: int = 4
     drop_path: float = 0.0
@@ -67,6 +83,8 @@ class TrainConfig:
     ema_end: float = 0.999
     loss: str = "smooth_l1"
     target_mode: str = "ema"
+    objective: str = "jepa"                # "jepa" (embeddings) | "pixels" (masked autoencoder) | "both"
+    pixel_weight: float = 1.0              # "both": loss = embedding loss + pixel_weight * pixel loss
     # masks and augmentation
     mask: dict = field(default_factory=dict)      # overrides of default_mask_config's fields
     crop_scale: tuple[float, float] | None = None    # random-resized-crop area range; default: DATA_DEFAULTS
@@ -105,6 +123,14 @@ class TrainConfig:
             raise ValueError(f"unknown loss {self.loss!r}; valid: {LOSSES}")
         if self.target_mode not in TARGET_MODES:
             raise ValueError(f"unknown target_mode {self.target_mode!r}; valid: {TARGET_MODES}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {self.objective!r}; valid: {OBJECTIVES}")
+        if not self.pixel_weight > 0:
+            raise ValueError(f"pixel_weight must be > 0, got {self.pixel_weight}")
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"unknown encoder {self.encoder!r}; valid: {tuple(ENCODERS)}")
+        if self.encoder == "cnn" and self.drop_path:
+            raise ValueError(f"drop_path ({self.drop_path}) applies to the vit encoder only; use 0 with encoder='cnn'")
         if self.amp not in ("auto", "bf16", "none"):
             raise ValueError(f"unknown amp {self.amp!r}; valid: auto, bf16, none")
         if not (0 < self.crop_scale[0] <= self.crop_scale[1] <= 1):
@@ -136,17 +162,37 @@ def autocast_context(device: torch.device, amp: str = "auto"):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use)
 
 
-def build_jepa(encoder_config: ViTConfig, predictor_config: PredictorConfig, target_mode: str = "ema",
-               loss: str = "smooth_l1") -> JEPA:
-    encoder = VisionTransformer(encoder_config)
+def encoder_kind(encoder_config) -> str:
+    """The ENCODERS name of an encoder config ("vit" for a ViTConfig, "cnn" for a CNNConfig)."""
+    for name, (config_class, _) in ENCODERS.items():
+        if isinstance(encoder_config, config_class):
+            return name
+    raise ValueError(f"no encoder for a {type(encoder_config).__name__}; valid configs: "
+                     f"{[c.__name__ for c, _ in ENCODERS.values()]}")
+
+
+def build_encoder(encoder_config) -> nn.Module:
+    """A ViTConfig -> VisionTransformer, a CNNConfig -> ConvEncoder (see ENCODERS)."""
+    return ENCODERS[encoder_kind(encoder_config)][1](encoder_config)
+
+
+def build_jepa(encoder_config: ViTConfig | CNNConfig, predictor_config: PredictorConfig, target_mode: str = "ema",
+               loss: str = "smooth_l1", objective: str = "jepa", pixel_weight: float = 1.0) -> JEPA:
+    encoder = build_encoder(encoder_config)
     predictor = Predictor(predictor_config, encoder.embed_dim, encoder.grid_size)
-    return JEPA(encoder, predictor, target_mode=target_mode, loss=loss)
+    patch_dim = encoder_config.in_channels * encoder_config.patch_size ** 2
+    return JEPA(encoder, predictor, target_mode=target_mode, loss=loss, objective=objective,
+                patch_dim=patch_dim, pixel_weight=pixel_weight)
 
 
-def configs_for(config: TrainConfig, image_size: int) -> tuple[ViTConfig, PredictorConfig, MaskConfig]:
+def configs_for(config: TrainConfig, image_size: int) -> tuple[ViTConfig | CNNConfig, PredictorConfig, MaskConfig]:
+    """The encoder, predictor and mask configs of a run. encoder="cnn" takes the token width D of
+    the named model size (and its predictor) and builds cnn.CNNConfig with the same patch grid."""
     encoder_config, predictor_config = model_configs(config.model, image_size=image_size,
                                                      patch_size=config.patch_size,
                                                      drop_path=config.drop_path)
+    if config.encoder == "cnn":
+        encoder_config = cnn_config_from_size(encoder_config.embed_dim, image_size, config.patch_size)
     predictor_config = replace(predictor_config, shared_context=config.shared_context)
     mask_config = default_mask_config(encoder_config.grid_size)
     unknown = set(config.mask) - {f.name for f in fields(MaskConfig)}
@@ -248,15 +294,33 @@ def load_state_dict_checked(module: nn.Module, state_dict: dict, what: str) -> N
 
 
 def load_networks(model: JEPA, checkpoint: dict) -> None:
-    """Copy the three networks' weights from a checkpoint dict into `model`."""
+    """Copy the three networks' weights (and the pixel head, when the model has one) from a
+    checkpoint dict into `model`."""
     for part in ("context_encoder", "target_encoder", "predictor"):
         load_state_dict_checked(getattr(model, part), checkpoint[part], part)
+    if model.pixel_head is not None:
+        if "pixel_head" not in checkpoint:
+            raise ValueError(f"the model reconstructs pixels (objective {model.objective!r}) but the checkpoint "
+                             f"has no pixel_head")
+        load_state_dict_checked(model.pixel_head, checkpoint["pixel_head"], "pixel_head")
+
+
+def encoder_config_from_checkpoint(checkpoint: dict) -> ViTConfig | CNNConfig:
+    """The encoder config of a checkpoint: a CNNConfig if it was trained with encoder="cnn",
+    else a ViTConfig (checkpoints written before the encoder option are ViTs)."""
+    kind = checkpoint["train_config"].get("encoder", "vit")
+    if kind not in ENCODERS:
+        raise ValueError(f"checkpoint has unknown encoder {kind!r}; valid: {tuple(ENCODERS)}")
+    return ENCODERS[kind][0](**checkpoint["encoder_config"])
 
 
 def jepa_from_checkpoint(checkpoint: dict) -> JEPA:
-    """Rebuild the JEPA (all three networks) from a checkpoint dict."""
-    model = build_jepa(ViTConfig(**checkpoint["encoder_config"]), PredictorConfig(**checkpoint["predictor_config"]),
-                       target_mode=checkpoint["train_config"]["target_mode"], loss=checkpoint["train_config"]["loss"])
+    """Rebuild the JEPA (all three networks, and the pixel head of the pixel objectives) from a
+    checkpoint dict. Checkpoints written before the objective option load as "jepa"."""
+    saved = checkpoint["train_config"]
+    model = build_jepa(encoder_config_from_checkpoint(checkpoint), PredictorConfig(**checkpoint["predictor_config"]),
+                       target_mode=saved["target_mode"], loss=saved["loss"],
+                       objective=saved.get("objective", "jepa"), pixel_weight=saved.get("pixel_weight", 1.0))
     load_networks(model, checkpoint)
     return model
 
@@ -295,7 +359,8 @@ class Trainer:
         self.image_size = dataset.images.shape[-1]
         self.dataset = dataset.to(self.device)
         self.encoder_config, self.predictor_config, self.mask_config = configs_for(config, self.image_size)
-        self.model = build_jepa(self.encoder_config, self.predictor_config, config.target_mode, config.loss).to(self.device)
+        self.model = build_jepa(self.encoder_config, self.predictor_config, config.target_mode, config.loss,
+                                objective=config.objective, pixel_weight=config.pixel_weight).to(self.device)
         self.optimizer = torch.optim.AdamW(param_groups(self.model), lr=config.lr, betas=(0.9, 0.95),
                                            weight_decay=config.weight_decay)
         self.mask_sampler = MaskSampler(self.mask_config)
@@ -317,7 +382,7 @@ class Trainer:
 
     # -- state -----------------------------------------------------------------------------
     def state(self) -> dict:
-        return {
+        state = {
             "format": CHECKPOINT_FORMAT,
             "train_config": asdict(self.config),
             "encoder_config": asdict(self.encoder_config),
@@ -333,12 +398,18 @@ class Trainer:
             "elapsed_seconds": self.elapsed,
             "history": self.history,
         }
+        if self.model.pixel_head is not None:
+            state["pixel_head"] = self.model.pixel_head.state_dict()
+        return state
 
     def _restore(self, checkpoint: dict) -> None:
         saved = checkpoint["train_config"]
-        for key in ("model", "patch_size", "batch_size", "seed", "loss", "target_mode", "data"):
-            if saved.get(key) != getattr(self.config, key):
-                raise ValueError(f"cannot resume {self.checkpoint_path}: it was trained with {key}={saved.get(key)!r}, "
+        # keys added after the first checkpoints: their value in an older checkpoint is the old behaviour
+        added = {"encoder": "vit", "objective": "jepa"}
+        for key in ("model", "encoder", "patch_size", "batch_size", "seed", "loss", "target_mode", "objective", "data"):
+            was = saved.get(key, added.get(key))
+            if was != getattr(self.config, key):
+                raise ValueError(f"cannot resume {self.checkpoint_path}: it was trained with {key}={was!r}, "
                                  f"this run asks for {key}={getattr(self.config, key)!r} (use another --out)")
         load_networks(self.model, checkpoint)
         self.optimizer.load_state_dict(checkpoint["optimizer"])
@@ -384,8 +455,12 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
         self.optimizer.step()
         self.model.update_target(momentum)
-        return {"loss": loss.detach(), "lr": lr, "wd": wd, "momentum": momentum,
-                "target_tokens": out["target_tokens"].detach(), "batch": images.shape[0]}
+        result = {"loss": loss.detach(), "lr": lr, "wd": wd, "momentum": momentum,
+                  "target_tokens": out["target_tokens"].detach(), "batch": images.shape[0]}
+        for part in ("embedding_loss", "pixel_loss"):          # the parts of objective "both" / "pixels"
+            if part in out:
+                result[part] = out[part].detach()
+        return result
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self) -> TrainResult:
@@ -399,6 +474,7 @@ class Trainer:
             bar = tqdm(total=self.total_steps, initial=self.step, desc="train", leave=True)
 
         interval_loss, interval_steps, interval_images, interval_start = 0.0, 0, 0, time.perf_counter()
+        interval_parts: dict[str, float] = {}          # embedding_loss / pixel_loss of the other objectives
         last_save = time.perf_counter()
         calibration_start, calibration_step = None, 0
         run_start = time.perf_counter() - self.elapsed
@@ -413,6 +489,9 @@ class Trainer:
             interval_loss += result["loss"].item()
             interval_steps += 1
             interval_images += result["batch"]
+            for part in ("embedding_loss", "pixel_loss"):
+                if part in result:
+                    interval_parts[part] = interval_parts.get(part, 0.0) + result[part].item()
             if bar is not None:
                 bar.update(1)
 
@@ -439,10 +518,12 @@ class Trainer:
                           "target_rankme": rankme(pooled),
                           "images_per_second": interval_images / max(now - interval_start, 1e-9),
                           "elapsed_seconds": now - run_start}
+                record.update({part: total_part / interval_steps for part, total_part in interval_parts.items()})
                 self.history.append(record)
                 if bar is not None:
                     bar.set_postfix(loss=f"{record['loss']:.4f}", std=f"{record['target_std']:.3f}")
                 interval_loss, interval_steps, interval_images, interval_start = 0.0, 0, 0, now
+                interval_parts = {}
             if time.perf_counter() - last_save > config.checkpoint_every_minutes * 60:
                 self.elapsed = time.perf_counter() - run_start
                 self.save()

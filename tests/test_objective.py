@@ -114,3 +114,93 @@ def test_update_target_moves_ema_but_not_joint():
 def test_bad_mode():
     with pytest.raises(ValueError, match="unknown target_mode 'both'"):
         JEPA(torch.nn.Linear(1, 1), torch.nn.Linear(1, 1), target_mode="both")
+
+
+# ---------------------------------------------------------------------------------------------
+# the pixel objectives ("pixels": a masked autoencoder on JEPA's masks, "both")
+
+from jepa_lite.models import PatchEmbed  # noqa: E402
+from jepa_lite.objective import OBJECTIVES, normalize_patches, patchify, pixel_loss, unpatchify  # noqa: E402
+
+
+def test_patchify_token_order_matches_the_encoders_and_unpatchify_inverts_it():
+    x = torch.randn(2, 3, 16, 12)
+    patches = patchify(x, (4, 3))
+    assert patches.shape == (2, 12, 4 * 4 * 3)
+    # token n = cell (n // cols, n % cols); values in (y, x, channel) order
+    n, r, c = 7, 7 // 3, 7 % 3
+    assert torch.equal(patches[1, n], x[1, :, 4 * r:4 * r + 4, 4 * c:4 * c + 4].permute(1, 2, 0).flatten())
+    square = torch.randn(2, 3, 16, 16)
+    assert torch.equal(unpatchify(patchify(square, (4, 4)), (4, 4)), square)
+    # the same cells as the ViT's patch embedding: a linear map of each patch
+    embed = PatchEmbed(4, 3, 5)
+    weight = embed.proj.weight.permute(0, 2, 3, 1).reshape(5, -1)          # [D, (y, x, c)]
+    assert torch.allclose(patchify(square, (4, 4)) @ weight.T + embed.proj.bias, embed(square), atol=1e-5)
+    with pytest.raises(ValueError, match="5x5 grid"):
+        patchify(square, (5, 5))
+
+
+def test_normalize_patches_and_pixel_loss():
+    p = torch.randn(3, 5, 48) * 4 + 2
+    z = normalize_patches(p)
+    assert torch.allclose(z.mean(-1), torch.zeros(3, 5), atol=1e-5)
+    assert torch.allclose(z.var(-1, unbiased=False), torch.ones(3, 5), atol=1e-3)
+    assert normalize_patches(torch.full((2, 48), 0.7)).abs().max() < 1e-3      # a flat patch: ~0, no blow-up
+    assert pixel_loss(torch.zeros(2, 4), torch.full((2, 4), 3.0)).item() == pytest.approx(9.0)
+    with pytest.raises(ValueError, match="differ"):
+        pixel_loss(torch.zeros(2, 4), torch.zeros(2, 5))
+
+
+def jepa_with(objective: str, **kwargs) -> JEPA:
+    torch.manual_seed(0)
+    enc = VisionTransformer(ViTConfig(image_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2))
+    pred = Predictor(PredictorConfig(embed_dim=16, depth=1, num_heads=2), 32, enc.grid_size)
+    return JEPA(enc, pred, loss="l2", objective=objective, patch_dim=48, **kwargs)
+
+
+def test_pixel_objective_reconstructs_normalised_target_patches():
+    model = jepa_with("pixels")
+    x, ctx, tgt = batch()
+    out = model(x, ctx, tgt)
+    # by hand: the pixel head on the predicted tokens vs the target patches, normalised per patch
+    patches = patchify(x, (4, 4))                                            # [B, N, 48]
+    wanted = torch.stack([patches[b, tgt[b]] for b in range(2)])             # [B, T, K, 48]
+    wanted = (wanted - wanted.mean(-1, keepdim=True)) / (wanted.var(-1, unbiased=False, keepdim=True) + 1e-6).sqrt()
+    assert torch.allclose(out["target_pixels"], wanted, atol=1e-5)
+    assert out["reconstruction"].shape == (2, 2, 2, 48)
+    assert torch.allclose(out["reconstruction"], model.pixel_head(out["predictions"]))
+    expected = (out["reconstruction"] - wanted).pow(2).mean()
+    assert out["loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert out["pixel_loss"] is out["loss"] and "embedding_loss" not in out
+    # gradients: pixel head, predictor, context encoder; never the (EMA) target encoder
+    out["loss"].backward()
+    for part in (model.pixel_head, model.predictor, model.context_encoder):
+        assert all(p.grad is not None for p in part.parameters())
+    assert all(p.grad is None for p in model.target_encoder.parameters())
+    # without pixel_norm the raw patches are the targets
+    raw = jepa_with("pixels", pixel_norm=False)(x, ctx, tgt)
+    assert torch.allclose(raw["target_pixels"], torch.stack([patches[b, tgt[b]] for b in range(2)]))
+
+
+def test_both_is_the_weighted_sum_and_jepa_has_no_pixel_parts():
+    x, ctx, tgt = batch()
+    jepa = jepa_with("jepa")
+    plain = jepa(x, ctx, tgt)
+    assert jepa.pixel_head is None and "pixel_loss" not in plain and "reconstruction" not in plain
+    both = jepa_with("both", pixel_weight=0.5)
+    out = both(x, ctx, tgt)
+    # the same seed builds the same networks: the embedding part equals the JEPA loss
+    assert out["embedding_loss"].item() == pytest.approx(plain["loss"].item(), rel=1e-6)
+    assert out["loss"].item() == pytest.approx(out["embedding_loss"].item() + 0.5 * out["pixel_loss"].item(), rel=1e-6)
+
+
+def test_objective_errors_name_the_valid_values():
+    enc = VisionTransformer(ViTConfig(image_size=16, patch_size=4, embed_dim=32, depth=1, num_heads=2))
+    pred = Predictor(PredictorConfig(embed_dim=16, depth=1, num_heads=2), 32, enc.grid_size)
+    with pytest.raises(ValueError, match=r"unknown objective 'mae'; valid: \('jepa', 'pixels', 'both'\)"):
+        JEPA(enc, pred, objective="mae")
+    with pytest.raises(ValueError, match="needs patch_dim"):
+        JEPA(enc, pred, objective="pixels")
+    with pytest.raises(ValueError, match="pixel_weight must be > 0"):
+        JEPA(enc, pred, objective="both", patch_dim=48, pixel_weight=0)
+    assert OBJECTIVES == ("jepa", "pixels", "both")

@@ -147,3 +147,117 @@ def test_batch_and_crop_defaults_follow_the_data_set_unless_given():
     assert (mine.batch_size, mine.crop_scale) == (32, (0.5, 1.0))
     with pytest.raises(ValueError, match="crop_scale"):
         TrainConfig(data="shapes", steps=1, crop_scale=(0.9, 0.5))
+
+
+# ---------------------------------------------------------------------------------------------
+# objectives ("jepa" | "pixels" | "both") and encoders ("vit" | "cnn") in the same engine
+
+def test_objective_and_encoder_options_validate():
+    assert (TrainConfig().objective, TrainConfig().encoder, TrainConfig().pixel_weight) == ("jepa", "vit", 1.0)
+    with pytest.raises(ValueError, match=r"unknown objective 'mae'; valid: \('jepa', 'pixels', 'both'\)"):
+        TrainConfig(steps=1, objective="mae")
+    with pytest.raises(ValueError, match="pixel_weight must be > 0, got -1"):
+        TrainConfig(steps=1, objective="both", pixel_weight=-1)
+
+
+def test_same_batches_and_masks_whatever_the_objective(tmp_path, tiny_data):
+    seen = {}
+    for objective in ("jepa", "pixels", "both"):
+        trainer = Trainer(TrainConfig(steps=3, objective=objective, **TINY), tmp_path / objective, dataset=tiny_data,
+                          progress=False, log=lambda *a: None)
+        calls = []
+        model = trainer.forward
+
+        def spy(images, context_indices, target_indices, model=model, calls=calls):
+            calls.append((images.clone(), context_indices.clone(), target_indices.clone()))
+            return model(images, context_indices, target_indices)
+        trainer.forward = spy
+        for step in range(3):
+            trainer.train_step(step, 3)
+        seen[objective] = calls
+    for objective in ("pixels", "both"):
+        for a, b in zip(seen["jepa"], seen[objective]):
+            assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("objective", ["pixels", "both"])
+def test_pixel_objectives_train_log_and_checkpoint_the_pixel_head(tmp_path, tiny_data, objective):
+    result = train(TrainConfig(steps=3, objective=objective, **TINY), tmp_path, dataset=tiny_data, progress=False,
+                   log=lambda *a: None)
+    last = result.history[-1]
+    assert math.isfinite(last["pixel_loss"])
+    if objective == "both":
+        assert last["loss"] == pytest.approx(last["embedding_loss"] + last["pixel_loss"], rel=1e-5)
+    else:
+        assert "embedding_loss" not in last and last["loss"] == pytest.approx(last["pixel_loss"])
+    checkpoint = load_checkpoint(tmp_path)
+    assert checkpoint["train_config"]["objective"] == objective and "pixel_head" in checkpoint
+    model = jepa_from_checkpoint(checkpoint)
+    assert model.objective == objective
+    assert torch.equal(model.pixel_head.weight, result.model.pixel_head.weight)
+    # missing head in the checkpoint: a clear error, not a silent random head
+    del checkpoint["pixel_head"]
+    with pytest.raises(ValueError, match="no pixel_head"):
+        jepa_from_checkpoint(checkpoint)
+
+
+def test_jepa_runs_keep_their_old_checkpoint_and_metrics(tmp_path, tiny_data):
+    result = train(TrainConfig(steps=2, **TINY), tmp_path, dataset=tiny_data, progress=False, log=lambda *a: None)
+    assert result.model.pixel_head is None
+    checkpoint = load_checkpoint(tmp_path)
+    assert "pixel_head" not in checkpoint
+    assert not {"pixel_loss", "embedding_loss"} & set(result.history[-1])
+
+
+def test_checkpoints_from_before_the_options_load_and_resume_as_jepa(tmp_path, tiny_data):
+    quiet = dict(dataset=tiny_data, progress=False, log=lambda *a: None)
+    full = train(TrainConfig(steps=4, **TINY), tmp_path / "full", **quiet)
+    trainer = Trainer(TrainConfig(steps=4, **TINY), tmp_path / "old", **quiet)
+    for _ in range(2):
+        trainer.train_step(trainer.step, trainer.total_steps)
+        trainer.step += 1
+    state = trainer.state()
+    for key in ("objective", "pixel_weight", "encoder"):      # what an older version wrote
+        del state["train_config"][key]
+    torch.save(state, tmp_path / "old" / CHECKPOINT_NAME)
+    old = load_checkpoint(tmp_path / "old")
+    assert "objective" not in old["train_config"]
+    assert jepa_from_checkpoint(old).objective == "jepa"
+    resumed = train(TrainConfig(steps=4, **TINY), tmp_path / "old", **quiet)
+    assert [m["loss"] for m in resumed.history] == [m["loss"] for m in full.history][2:]
+    with pytest.raises(ValueError, match="objective='jepa'"):
+        Trainer(TrainConfig(steps=4, objective="both", **TINY), tmp_path / "old", **quiet)
+
+
+def test_resume_is_exact_for_the_combined_objective(tmp_path, tiny_data):
+    quiet = dict(dataset=tiny_data, progress=False, log=lambda *a: None)
+    config = TrainConfig(steps=4, objective="both", **TINY)
+    full = train(config, tmp_path / "full", **quiet)
+    trainer = Trainer(config, tmp_path / "split", **quiet)
+    for _ in range(2):
+        trainer.train_step(trainer.step, trainer.total_steps)
+        trainer.step += 1
+    trainer.save()
+    resumed = train(config, tmp_path / "split", **quiet)
+    assert [m["loss"] for m in resumed.history] == [m["loss"] for m in full.history][2:]
+    for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_cli_flags_for_objective_and_encoder(tmp_path, capsys):
+    from jepa_lite.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    for flag in ("--objective OBJECTIVE", "--pixel-weight PIXEL_WEIGHT", "--encoder ENCODER"):
+        assert flag in help_text
+    common = ["--model", "micro", "--batch-size", "16", "--max-train-images", "64", "--device", "cpu", "--quiet",
+              "--image-size", "16", "--patch-size", "2", "--steps", "2"]
+    assert main(["train", "--out", str(tmp_path / "bad"), "--objective", "mae", *common]) == 2
+    assert "unknown objective 'mae'; valid: ('jepa', 'pixels', 'both')" in capsys.readouterr().err
+    out = tmp_path / "pixels"
+    assert main(["train", "--out", str(out), "--objective", "pixels", *common]) == 0
+    assert load_checkpoint(out)["train_config"]["objective"] == "pixels"
+    assert main(["probe", "--checkpoint", str(out), "--max-train-images", "60", "--max-test-images", "30"]) == 0
+    assert "target encoder" in capsys.readouterr().out
