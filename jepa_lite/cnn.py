@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .models import gather_tokens, sincos_pos_embed_2d
+from .models import check_patch_grid, gather_tokens, sincos_pos_embed_2d
 
 
 @dataclass
@@ -46,13 +46,7 @@ class CNNConfig:
     pos_embed: bool = True          # add the 2-D sin-cos table to the output tokens (see the docstring)
 
     def __post_init__(self) -> None:
-        if self.image_size <= 0 or self.patch_size <= 0:
-            raise ValueError(f"image_size ({self.image_size}) and patch_size ({self.patch_size}) must be > 0")
-        if self.image_size % self.patch_size != 0:
-            raise ValueError(
-                f"image_size {self.image_size} is not divisible by patch_size {self.patch_size}; "
-                f"valid patch sizes for {self.image_size} px: "
-                f"{[p for p in range(1, self.image_size + 1) if self.image_size % p == 0]}")
+        check_patch_grid(self.image_size, self.patch_size)
         if self.pos_embed and self.embed_dim % 4 != 0:
             raise ValueError(f"embed_dim must be divisible by 4 for 2-D sin-cos positions, got {self.embed_dim}")
         if self.width < 1 or self.blocks_per_stage < 0:

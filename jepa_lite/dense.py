@@ -299,29 +299,29 @@ def box_area(boxes: Tensor) -> Tensor:
     return (boxes[..., 2] - boxes[..., 0]).clamp(min=0) * (boxes[..., 3] - boxes[..., 1]).clamp(min=0)
 
 
-def box_iou(a: Tensor, b: Tensor) -> Tensor:
-    """IoU of PAIRED boxes (x0, y0, x1, y1): a [..., 4], b [..., 4] (broadcast) -> [...] in [0, 1].
-
-    Box i of `a` is compared with box i of `b` (not all pairs). Width = x1 - x0, so pixel boxes
-    with exclusive x1/y1 and normalised boxes both work. Two empty boxes have IoU 0."""
+def _intersection_union(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """Areas of the intersection and of the union of paired boxes a, b [..., 4] -> ([...], [...])."""
     _check_boxes(a, "a")
     _check_boxes(b, "b")
     lo = torch.maximum(a[..., :2], b[..., :2])
     hi = torch.minimum(a[..., 2:], b[..., 2:])
     inter = (hi - lo).clamp(min=0).prod(-1)
-    union = box_area(a) + box_area(b) - inter
+    return inter, box_area(a) + box_area(b) - inter
+
+
+def box_iou(a: Tensor, b: Tensor) -> Tensor:
+    """IoU of PAIRED boxes (x0, y0, x1, y1): a [..., 4], b [..., 4] (broadcast) -> [...] in [0, 1].
+
+    Box i of `a` is compared with box i of `b` (not all pairs). Width = x1 - x0, so pixel boxes
+    with exclusive x1/y1 and normalised boxes both work. Two empty boxes have IoU 0."""
+    inter, union = _intersection_union(a, b)
     return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(union))
 
 
 def generalized_box_iou(a: Tensor, b: Tensor) -> Tensor:
     """GIoU of paired boxes: IoU - (enclosing area - union) / enclosing area, [..., 4] x2 -> [...] in [-1, 1].
     Unlike IoU it still has a gradient when the boxes do not overlap (the box probe's loss)."""
-    _check_boxes(a, "a")
-    _check_boxes(b, "b")
-    lo = torch.maximum(a[..., :2], b[..., :2])
-    hi = torch.minimum(a[..., 2:], b[..., 2:])
-    inter = (hi - lo).clamp(min=0).prod(-1)
-    union = box_area(a) + box_area(b) - inter
+    inter, union = _intersection_union(a, b)
     iou = inter / union.clamp(min=1e-9)
     enclosing = (torch.maximum(a[..., 2:], b[..., 2:]) - torch.minimum(a[..., :2], b[..., :2])).clamp(min=0).prod(-1)
     return iou - (enclosing - union) / enclosing.clamp(min=1e-9)

@@ -29,6 +29,17 @@ import torch.nn.functional as F
 # ---------------------------------------------------------------------------------------------
 # configuration
 
+def check_patch_grid(image_size: int, patch_size: int) -> None:
+    """ValueError unless patch_size > 0 tiles image_size exactly (names the valid patch sizes)."""
+    if image_size <= 0 or patch_size <= 0:
+        raise ValueError(f"image_size ({image_size}) and patch_size ({patch_size}) must be > 0")
+    if image_size % patch_size != 0:
+        raise ValueError(
+            f"image_size {image_size} is not divisible by patch_size {patch_size}; "
+            f"valid patch sizes for {image_size} px: "
+            f"{[p for p in range(1, image_size + 1) if image_size % p == 0]}")
+
+
 @dataclass
 class ViTConfig:
     image_size: int = 32
@@ -47,13 +58,7 @@ class ViTConfig:
     def __post_init__(self) -> None:
         if self.pos_embed_order not in POS_EMBED_ORDERS:
             raise ValueError(f"pos_embed_order must be one of {POS_EMBED_ORDERS}, got {self.pos_embed_order!r}")
-        if self.image_size <= 0 or self.patch_size <= 0:
-            raise ValueError(f"image_size ({self.image_size}) and patch_size ({self.patch_size}) must be > 0")
-        if self.image_size % self.patch_size != 0:
-            raise ValueError(
-                f"image_size {self.image_size} is not divisible by patch_size {self.patch_size}; "
-                f"valid patch sizes for {self.image_size} px: "
-                f"{[p for p in range(1, self.image_size + 1) if self.image_size % p == 0]}")
+        check_patch_grid(self.image_size, self.patch_size)
         if self.embed_dim % self.num_heads != 0:
             raise ValueError(f"embed_dim {self.embed_dim} must be divisible by num_heads {self.num_heads}")
         if self.depth < 1:
