@@ -29,7 +29,15 @@ def _base_type(hint) -> type:
     return hint
 
 
+_FIELD_HELP = {
+    "workers": "CPU processes that share each batch, one thread each (jepa_lite.parallel); default 0 = auto: "
+               "2 on a CPU with >= 2 usable cores for runs of >= 200 steps or >= 1 minute, else 1",
+}
+
+
 def _default_help(name: str, default) -> str:
+    if name in _FIELD_HELP:
+        return _FIELD_HELP[name]
     if name in DATA_DEFAULTS["shapes"]:
         per_data = ", ".join(f"{data}: {values[name]}" for data, values in DATA_DEFAULTS.items())
         return f"default: per data set ({per_data})"

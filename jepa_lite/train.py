@@ -13,6 +13,7 @@ The same engine trains every variant (notebook 08):
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -25,10 +26,11 @@ import torch
 import torch.nn as nn
 
 from .data import BatchAugment, ImageDataset, load_dataset
-from .masks import MaskConfig, MaskSampler, default_mask_config
+from .masks import MaskConfig, Masks, MaskSampler, default_mask_config
 from .cnn import CNNConfig, ConvEncoder, cnn_config_from_size
 from .models import Predictor, PredictorConfig, ViTConfig, VisionTransformer, model_configs
 from .objective import JEPA, LOSSES, OBJECTIVES, TARGET_MODES, ema_momentum, embedding_std, rankme
+from . import parallel
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_FORMAT = "jepa_lite/1"
@@ -94,6 +96,7 @@ class TrainConfig:
     device: str = "auto"
     amp: str = "auto"                      # "auto" (bf16 on cuda/mps), "bf16", "none"
     compile: bool = False
+    workers: int = 0                       # CPU processes sharing each batch (parallel.py); 0 = auto
     log_every: int = 25
     checkpoint_every_minutes: float = 2.0
 
@@ -131,6 +134,8 @@ class TrainConfig:
             raise ValueError(f"unknown encoder {self.encoder!r}; valid: {tuple(ENCODERS)}")
         if self.encoder == "cnn" and self.drop_path:
             raise ValueError(f"drop_path ({self.drop_path}) applies to the vit encoder only; use 0 with encoder='cnn'")
+        if self.workers < 0:
+            raise ValueError(f"workers must be >= 0 (0 = auto), got {self.workers}")
         if self.amp not in ("auto", "bf16", "none"):
             raise ValueError(f"unknown amp {self.amp!r}; valid: auto, bf16, none")
         if not (0 < self.crop_scale[0] <= self.crop_scale[1] <= 1):
@@ -374,6 +379,10 @@ class Trainer:
             self.total_steps = max(1, math.ceil(config.epochs * self.steps_per_epoch))
         else:
             self.total_steps = None        # set from measured speed after a few steps
+        self.rank, self.world = 0, 1       # data parallelism (parallel.py) is set up inside run()
+        self.workers = config.workers or parallel.auto_workers(self.device, config.batch_size, self.total_steps,
+                                                               config.budget_minutes)
+        parallel.check_workers(self.workers, config.batch_size, self.device)
         self.step = 0
         self.elapsed = 0.0                 # training seconds spent so far (over all resumes)
         self.history: list[dict] = []
@@ -428,6 +437,10 @@ class Trainer:
                           self.out_dir / "config.json")
 
     # -- one step --------------------------------------------------------------------------
+    @property
+    def trainable(self) -> list[nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
     def train_step(self, step: int, total_steps: int) -> dict:
         config = self.config
         lr, wd = lr_at(step, total_steps, config), weight_decay_at(step, total_steps, config)
@@ -439,31 +452,71 @@ class Trainer:
         indices = batch_indices(len(self.dataset), config.batch_size, config.seed, step).to(self.device)
         images = self.augment(self.dataset.images[indices], generator=step_generator(config.seed, step, 1))
         masks = self.mask_sampler(images.shape[0], generator=step_generator(config.seed, step, 2), device=self.device)
-        torch.manual_seed(config.seed * 7919 + step)        # drop-path noise, reproducible per step
+        batch = images.shape[0]
+        if self.world > 1:      # every rank drew the whole batch (same crops, same masks); keep our rows
+            rows = parallel.rows_of_rank(batch, self.rank, self.world)
+            images = images[rows]
+            masks = Masks(masks.context_indices[rows], masks.target_indices[rows], masks.grid_size)
+        torch.manual_seed(config.seed * 7919 + step + 104729 * self.rank)   # drop-path noise, per step and rank
 
         self.model.train()
         with autocast_context(self.device, config.amp):
             out = self.forward(images, masks.context_indices, masks.target_indices)
         loss = out["loss"]
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.world > 1:      # mean gradient and loss over the ranks: every rank then takes the same step
+            loss = parallel.average_gradients(self.trainable, loss)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"loss became {loss.item()} at step {step}; stopping. The last good checkpoint "
                 f"(step {self._last_saved_step}) is kept at {self.checkpoint_path}; try a lower --lr than {config.lr}")
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
         if config.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
         self.optimizer.step()
         self.model.update_target(momentum)
         result = {"loss": loss.detach(), "lr": lr, "wd": wd, "momentum": momentum,
-                  "target_tokens": out["target_tokens"].detach(), "batch": images.shape[0]}
+                  "target_tokens": out["target_tokens"].detach(), "batch": batch}
         for part in ("embedding_loss", "pixel_loss"):          # the parts of objective "both" / "pixels"
             if part in out:
                 result[part] = out[part].detach()
         return result
 
     # -- the loop ----------------------------------------------------------------------------
-    def run(self) -> TrainResult:
+    def run(self, until_step: int | None = None) -> TrainResult:
+        """Train to the end of the schedule or the budget, or pause after `until_step` steps (the
+        schedule is unchanged: a later run() resumes exactly). With workers > 1 this process is
+        rank 0 of a data-parallel group (parallel.py) whose helpers it starts and stops."""
+        if self.workers > 1:
+            return self._run_data_parallel(until_step)
+        return self._loop(until_step)
+
+    def _run_data_parallel(self, until_step: int | None) -> TrainResult:
+        threads = torch.get_num_threads()
+        per_worker = parallel.threads_per_worker(self.workers)
+        self.log(f"data parallel: {self.workers} processes x {per_worker} thread(s), "
+                 f"{self.config.batch_size // self.workers} images each per step")
+        torch.set_num_threads(per_worker)
+        try:
+            with parallel.HelperProcesses(self.workers, _helper_main,
+                                          (self.config, str(self.out_dir), parallel.shareable(self.dataset),
+                                           # a copy: tensors sent to a helper move to shared memory, and
+                                           # optimizer.load_state_dict keeps (not copies) the moments it gets
+                                           copy.deepcopy(self.state()), per_worker)) as helpers:
+                self.rank, self.world = 0, self.workers
+                try:
+                    return self._loop(until_step)
+                except RuntimeError as e:          # a collective failed: say which helper stopped
+                    why = helpers.failure()
+                    if why:
+                        raise RuntimeError(f"{why}; the last good checkpoint (step {self._last_saved_step}) "
+                                           f"is kept at {self.checkpoint_path}") from e
+                    raise
+        finally:
+            self.rank, self.world = 0, 1
+            torch.set_num_threads(threads)
+
+    def _loop(self, until_step: int | None) -> TrainResult:
         config = self.config
         budget = config.budget_minutes * 60 if config.budget_minutes is not None else None
         provisional_total = 10 ** 6                  # before the speed is measured (budget runs)
@@ -480,9 +533,11 @@ class Trainer:
         run_start = time.perf_counter() - self.elapsed
         while True:
             total = self.total_steps or provisional_total
-            if self.step >= total:
-                break
-            if budget is not None and time.perf_counter() - run_start >= budget:
+            stop = (self.step >= total or (until_step is not None and self.step >= until_step)
+                    or (budget is not None and time.perf_counter() - run_start >= budget))
+            if self.world > 1:
+                stop, total = parallel.agree(stop, total)       # the helpers follow rank 0's clock
+            if stop:
                 break
             result = self.train_step(self.step, total)
             self.step += 1
@@ -530,13 +585,35 @@ class Trainer:
                 self._last_saved_step = self.step
                 last_save = time.perf_counter()
 
-        if self.total_steps is None or (budget is not None and self.step < self.total_steps):
+        paused = until_step is not None and self.step >= until_step
+        if not paused and (self.total_steps is None or (budget is not None and self.step < self.total_steps)):
             self.total_steps = self.step             # budget ran out: record what was done
         self.elapsed = time.perf_counter() - run_start
         self.save()
         if bar is not None:
             bar.close()
         return TrainResult(self.model, self.history, self.checkpoint_path, self.step, self.elapsed)
+
+
+def _helper_main(rank: int, world: int, store: str, config: TrainConfig, out_dir: str, dataset, state: dict,
+                 threads: int) -> None:
+    """A data-parallel helper (rank >= 1): rank 0's state, then the steps rank 0 asks for, silently."""
+    torch.set_num_threads(threads)
+    parallel.init_group(store, rank, world)
+    try:
+        # resume=False: the state comes from rank 0, and helpers never write to out_dir
+        trainer = Trainer(config, out_dir, dataset=parallel.unshare(dataset), resume=False, progress=False,
+                          log=lambda *a: None)
+        trainer._restore(state)
+        trainer.rank, trainer.world, trainer._last_saved_step = rank, world, trainer.step
+        while True:
+            stop, total = parallel.agree(False, 0)
+            if stop:
+                break
+            trainer.train_step(trainer.step, total)
+            trainer.step += 1
+    finally:
+        parallel.dist.destroy_process_group()
 
 
 def train(config: TrainConfig, out_dir: str | Path, dataset: ImageDataset | None = None, resume: bool = True,
