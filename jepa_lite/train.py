@@ -33,6 +33,7 @@ from .objective import JEPA, LOSSES, OBJECTIVES, TARGET_MODES, ema_momentum, emb
 from . import parallel
 
 CHECKPOINT_NAME = "checkpoint.pt"
+LR_SCHEDULES = ("cosine", "constant")
 CHECKPOINT_FORMAT = "jepa_lite/1"
 
 # Encoder architectures the engine can build: name -> (config class, module class). Any module
@@ -75,14 +76,18 @@ class TrainConfig:
     budget_minutes: float | None = None
     batch_size: int | None = None          # default: per data set (DATA_DEFAULTS)
     # optimisation
+    # Short-run defaults: flat after the warm-up. The paper's schedules (cosine lr, weight decay
+    # 0.04 -> 0.4, EMA 0.996 -> 1.0) are made for 300 epochs; over ~1000 CPU steps a flat lr, weight
+    # decay and EMA learned more (shapes 40.4% vs 32.7%, CIFAR-10 at 700 steps 42.6% vs 38.8%; README).
     lr: float = 1.5e-3
-    min_lr: float = 1e-5
+    min_lr: float = 1e-5                   # the end of the cosine schedule
+    lr_schedule: str = "constant"          # after warmup: "constant" | "cosine" (decay to min_lr)
     warmup_steps: int = 100
-    weight_decay: float = 0.04
-    final_weight_decay: float = 0.4
+    weight_decay: float = 0.1
+    final_weight_decay: float = 0.1        # weight decay moves on a cosine from weight_decay to this
     grad_clip: float | None = 1.0
-    ema_start: float = 0.99
-    ema_end: float = 0.999
+    ema_start: float = 0.993               # EMA momentum moves linearly from ema_start to ema_end
+    ema_end: float = 0.993
     loss: str = "smooth_l1"
     target_mode: str = "ema"
     objective: str = "jepa"                # "jepa" (embeddings) | "pixels" (masked autoencoder) | "both"
@@ -122,6 +127,8 @@ class TrainConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if not self.lr > 0 or self.min_lr < 0:
             raise ValueError(f"lr must be > 0 and min_lr >= 0, got lr={self.lr}, min_lr={self.min_lr}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; valid: {LR_SCHEDULES}")
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; valid: {LOSSES}")
         if self.target_mode not in TARGET_MODES:
@@ -218,10 +225,13 @@ def param_groups(model: nn.Module) -> list[dict]:
 
 
 def lr_at(step: int, total_steps: int, config: TrainConfig) -> float:
-    """Linear warmup to config.lr over warmup_steps (at most 10% of the run), then cosine to min_lr."""
+    """Linear warmup to config.lr over warmup_steps (at most 10% of the run), then cosine to min_lr
+    (lr_schedule="cosine") or flat at lr (lr_schedule="constant")."""
     warmup = max(1, min(config.warmup_steps, total_steps // 10))
     if step < warmup:
         return config.lr * (step + 1) / warmup
+    if config.lr_schedule == "constant":
+        return config.lr
     progress = min((step - warmup) / max(total_steps - warmup, 1), 1.0)
     return config.min_lr + 0.5 * (config.lr - config.min_lr) * (1 + math.cos(math.pi * progress))
 

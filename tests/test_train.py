@@ -29,7 +29,8 @@ def test_lengths_are_exclusive_and_positive():
 
 
 def test_schedules():
-    config = TrainConfig(steps=100, lr=1e-3, min_lr=0.0, warmup_steps=10, weight_decay=0.04, final_weight_decay=0.4)
+    config = TrainConfig(steps=100, lr=1e-3, min_lr=0.0, warmup_steps=10, weight_decay=0.04, final_weight_decay=0.4,
+                         lr_schedule="cosine")
     assert lr_at(0, 100, config) == pytest.approx(1e-4)
     assert lr_at(9, 100, config) == pytest.approx(1e-3)
     assert lr_at(100, 100, config) == pytest.approx(0.0, abs=1e-12)
@@ -37,6 +38,14 @@ def test_schedules():
     assert all(a >= b for a, b in zip(lrs, lrs[1:]))
     assert weight_decay_at(0, 100, config) == pytest.approx(0.04)
     assert weight_decay_at(100, 100, config) == pytest.approx(0.4)
+
+
+def test_constant_lr_schedule_warms_up_then_stays():
+    config = TrainConfig(steps=100, lr=1e-3, min_lr=0.0, warmup_steps=10, lr_schedule="constant")
+    assert lr_at(0, 100, config) == pytest.approx(1e-4)
+    assert [lr_at(s, 100, config) for s in (9, 50, 99, 100)] == pytest.approx([1e-3] * 4)
+    with pytest.raises(ValueError, match="unknown lr_schedule 'linear'"):
+        TrainConfig(lr_schedule="linear")
 
 
 def test_param_groups_exclude_biases_and_norms():
