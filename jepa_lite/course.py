@@ -130,17 +130,18 @@ import resource, sys, threading, time, nbformat, psutil
 from nbconvert.preprocessors import ExecutePreprocessor
 source, target, timeout = sys.argv[1], sys.argv[2], int(sys.argv[3])
 peak = [0]
-def sample():   # the kernel and its own children (data-parallel helpers) together, every 0.2 s
+def sample():   # the kernel and its children (data-parallel helpers) together, every 0.25 s
     me = psutil.Process()
     while True:
         total = 0
         for child in me.children(recursive=True):
-            try:
-                total += child.memory_info().rss
+            try:   # PSS counts shared pages (the helpers' shared image cache) once, as a cgroup limit does
+                info = child.memory_full_info()
+                total += getattr(info, "pss", info.rss)
             except psutil.Error:
                 pass
         peak[0] = max(peak[0], total)
-        time.sleep(0.2)
+        time.sleep(0.25)
 threading.Thread(target=sample, daemon=True).start()
 nb = nbformat.read(source, as_version=4)
 ExecutePreprocessor(timeout=timeout, kernel_name="python3").preprocess(nb, {"metadata": {"path": sys.argv[4]}})
