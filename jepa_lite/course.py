@@ -180,8 +180,8 @@ def run_course(out_dir: str | Path = "build/notebooks", profile: str | None = No
             tail = "\n".join(done.stderr.strip().splitlines()[-15:])
             raise RuntimeError(f"{path.name} failed after {seconds:.0f} s:\n{tail}")
         peak_mib = int(done.stdout.strip().splitlines()[-1]) / 1024
-        results.append({"notebook": path.name, "seconds": seconds, "peak_rss_mib": peak_mib})
-        log(f"{path.name:36s} {seconds:6.0f} s   peak RSS {peak_mib:6.0f} MiB")
+        results.append({"notebook": path.name, "seconds": seconds, "peak_memory_mib": peak_mib})
+        log(f"{path.name:36s} {seconds:6.0f} s   peak memory {peak_mib:6.0f} MiB")
     table = probe_table_path(chosen)
     if table.exists():
         log("\n" + table.read_text())
