@@ -33,8 +33,8 @@ from .objective import JEPA, LOSSES, OBJECTIVES, TARGET_MODES, ema_momentum, emb
 from . import parallel
 
 CHECKPOINT_NAME = "checkpoint.pt"
-LR_SCHEDULES = ("cosine", "constant")
 CHECKPOINT_FORMAT = "jepa_lite/1"
+LR_SCHEDULES = ("cosine", "constant")
 
 # Encoder architectures the engine can build: name -> (config class, module class). Any module
 # keeping the encoder contract (models.py docstring) can be added here.
