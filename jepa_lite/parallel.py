@@ -75,9 +75,7 @@ def auto_workers(device: torch.device, batch_size: int, total_steps: int | None,
 
 
 def check_workers(workers: int, batch_size: int, device: torch.device) -> None:
-    """Bad worker settings are a ValueError naming the values."""
-    if workers < 0:
-        raise ValueError(f"workers must be >= 0 (0 = auto), got {workers}")
+    """Bad settings for `workers` processes (>= 1; TrainConfig rejects < 0) are a ValueError naming the values."""
     if workers > 1:
         if device.type != "cpu":
             raise ValueError(f"workers={workers} splits batches between CPU processes; the device is "
