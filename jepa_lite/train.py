@@ -29,7 +29,7 @@ from .data import BatchAugment, ImageDataset, load_dataset
 from .masks import MaskConfig, Masks, MaskSampler, default_mask_config
 from .cnn import CNNConfig, ConvEncoder, cnn_config_from_size
 from .models import Predictor, PredictorConfig, ViTConfig, VisionTransformer, model_configs
-from .objective import JEPA, LOSSES, OBJECTIVES, TARGET_MODES, ema_momentum, embedding_std, rankme
+from .objective import JEPA, LOSSES, OBJECTIVES, TARGET_MODES, TARGET_NORMS, ema_momentum, embedding_std, rankme
 from . import parallel
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -89,6 +89,9 @@ class TrainConfig:
     ema_start: float = 0.993               # EMA momentum moves linearly from ema_start to ema_end
     ema_end: float = 0.993
     loss: str = "smooth_l1"
+    # "instance": targets normalised over each image's tokens, then layer-normed; "layer": the paper's
+    # layer norm only. Instance learned faster on short runs (shapes, 700 steps: 44.1% vs 34.2%; README)
+    target_norm: str = "instance"
     target_mode: str = "ema"
     objective: str = "jepa"                # "jepa" (embeddings) | "pixels" (masked autoencoder) | "both"
     pixel_weight: float = 1.0              # "both": loss = embedding loss + pixel_weight * pixel loss
@@ -133,6 +136,8 @@ class TrainConfig:
             raise ValueError(f"unknown loss {self.loss!r}; valid: {LOSSES}")
         if self.target_mode not in TARGET_MODES:
             raise ValueError(f"unknown target_mode {self.target_mode!r}; valid: {TARGET_MODES}")
+        if self.target_norm not in TARGET_NORMS:
+            raise ValueError(f"unknown target_norm {self.target_norm!r}; valid: {TARGET_NORMS}")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"unknown objective {self.objective!r}; valid: {OBJECTIVES}")
         if not self.pixel_weight > 0:
@@ -189,12 +194,13 @@ def build_encoder(encoder_config) -> nn.Module:
 
 
 def build_jepa(encoder_config: ViTConfig | CNNConfig, predictor_config: PredictorConfig, target_mode: str = "ema",
-               loss: str = "smooth_l1", objective: str = "jepa", pixel_weight: float = 1.0) -> JEPA:
+               loss: str = "smooth_l1", objective: str = "jepa", pixel_weight: float = 1.0,
+               target_norm: str = "instance") -> JEPA:
     encoder = build_encoder(encoder_config)
     predictor = Predictor(predictor_config, encoder.embed_dim, encoder.grid_size)
     patch_dim = encoder_config.in_channels * encoder_config.patch_size ** 2
     return JEPA(encoder, predictor, target_mode=target_mode, loss=loss, objective=objective,
-                patch_dim=patch_dim, pixel_weight=pixel_weight)
+                patch_dim=patch_dim, pixel_weight=pixel_weight, target_norm=target_norm)
 
 
 def configs_for(config: TrainConfig, image_size: int) -> tuple[ViTConfig | CNNConfig, PredictorConfig, MaskConfig]:
@@ -335,7 +341,8 @@ def jepa_from_checkpoint(checkpoint: dict) -> JEPA:
     saved = checkpoint["train_config"]
     model = build_jepa(encoder_config_from_checkpoint(checkpoint), PredictorConfig(**checkpoint["predictor_config"]),
                        target_mode=saved["target_mode"], loss=saved["loss"],
-                       objective=saved.get("objective", "jepa"), pixel_weight=saved.get("pixel_weight", 1.0))
+                       objective=saved.get("objective", "jepa"), pixel_weight=saved.get("pixel_weight", 1.0),
+                       target_norm=saved.get("target_norm", "layer"))
     load_networks(model, checkpoint)
     return model
 
@@ -375,7 +382,8 @@ class Trainer:
         self.dataset = dataset.to(self.device)
         self.encoder_config, self.predictor_config, self.mask_config = configs_for(config, self.image_size)
         self.model = build_jepa(self.encoder_config, self.predictor_config, config.target_mode, config.loss,
-                                objective=config.objective, pixel_weight=config.pixel_weight).to(self.device)
+                                objective=config.objective, pixel_weight=config.pixel_weight,
+                                target_norm=config.target_norm).to(self.device)
         self.optimizer = torch.optim.AdamW(param_groups(self.model), lr=config.lr, betas=(0.9, 0.95),
                                            weight_decay=config.weight_decay)
         self.mask_sampler = MaskSampler(self.mask_config)
@@ -424,8 +432,9 @@ class Trainer:
     def _restore(self, checkpoint: dict) -> None:
         saved = checkpoint["train_config"]
         # keys added after the first checkpoints: their value in an older checkpoint is the old behaviour
-        added = {"encoder": "vit", "objective": "jepa"}
-        for key in ("model", "encoder", "patch_size", "batch_size", "seed", "loss", "target_mode", "objective", "data"):
+        added = {"encoder": "vit", "objective": "jepa", "target_norm": "layer"}
+        for key in ("model", "encoder", "patch_size", "batch_size", "seed", "loss", "target_norm", "target_mode",
+                    "objective", "data"):
             was = saved.get(key, added.get(key))
             if was != getattr(self.config, key):
                 raise ValueError(f"cannot resume {self.checkpoint_path}: it was trained with {key}={was!r}, "

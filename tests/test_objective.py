@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from jepa_lite.models import Predictor, PredictorConfig, ViTConfig, VisionTransformer
-from jepa_lite.objective import JEPA, ema_momentum, ema_update, embedding_loss, embedding_std, rankme
+from jepa_lite.objective import (JEPA, ema_momentum, ema_update, embedding_loss, embedding_std, normalize_targets,
+                                 rankme)
 
 
 def test_l2_loss_is_mean_squared_distance():
@@ -60,11 +61,11 @@ def test_collapse_monitors():
     assert 12 < rankme(spread) <= 16
 
 
-def small_jepa(mode: str) -> JEPA:
+def small_jepa(mode: str, target_norm: str = "layer") -> JEPA:
     torch.manual_seed(0)
     enc = VisionTransformer(ViTConfig(image_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2))
     pred = Predictor(PredictorConfig(embed_dim=16, depth=1, num_heads=2), 32, enc.grid_size)
-    return JEPA(enc, pred, target_mode=mode, loss="l2")
+    return JEPA(enc, pred, target_mode=mode, loss="l2", target_norm=target_norm)
 
 
 def batch():
@@ -97,6 +98,42 @@ def test_targets_are_layer_normed_and_gathered_at_target_positions():
     assert torch.allclose(z.mean(-1), torch.zeros(z.shape[:-1]), atol=1e-5)
     assert torch.allclose(z.var(-1, unbiased=False), torch.ones(z.shape[:-1]), atol=1e-3)
     assert torch.allclose(z[1, 1, 0], out["target_tokens"][1, 4])
+
+
+def test_instance_targets_drop_what_every_token_of_an_image_shares():
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randn(3, 10, 8, generator=g)                                 # [B, N, D]
+    shared = 5.0 * torch.randn(3, 1, 8, generator=g)                           # one vector per image
+    z = normalize_targets(tokens, "instance")
+    # per image and feature: mean 0 over the tokens before the layer norm, so adding a per-image
+    # vector to every token (a background colour) or scaling a feature per image changes nothing
+    assert torch.allclose(normalize_targets(tokens + shared, "instance"), z, atol=1e-4)
+    scale = torch.rand(3, 1, 8, generator=g) + 0.5
+    assert torch.allclose(normalize_targets(tokens * scale, "instance"), z, atol=1e-4)
+    assert torch.allclose(z.mean(-1), torch.zeros(3, 10), atol=1e-5)      # still layer-normed per token
+    assert torch.allclose(z.var(-1, unbiased=False), torch.ones(3, 10), atol=1e-3)
+    # the paper's layer norm keeps the shared part: it is there to be predicted
+    assert not torch.allclose(normalize_targets(tokens + shared, "layer"), normalize_targets(tokens, "layer"), atol=1e-2)
+    # by hand: standardise each feature over tokens, then each token over features
+    by_hand = (tokens - tokens.mean(1, keepdim=True)) / tokens.std(1, unbiased=False, keepdim=True)
+    by_hand = (by_hand - by_hand.mean(-1, keepdim=True)) / by_hand.std(-1, unbiased=False, keepdim=True)
+    assert torch.allclose(z, by_hand, atol=1e-3)
+    assert torch.equal(normalize_targets(tokens, "none"), tokens)
+    with pytest.raises(ValueError, match="unknown target_norm 'batch'"):
+        normalize_targets(tokens, "batch")
+
+
+def test_jepa_uses_its_target_norm_and_monitors_see_the_layer_normed_output():
+    x, ctx, tgt = batch()
+    layer, instance = small_jepa("ema", "layer").eval(), small_jepa("ema", "instance").eval()
+    out_layer, out_instance = layer(x, ctx, tgt), instance(x, ctx, tgt)        # same weights (seed 0)
+    full = layer.target_encoder(x)                                             # [B, N, D]
+    expected = normalize_targets(full, "instance")
+    assert torch.allclose(out_instance["targets"][1, 1, 0], expected[1, 4], atol=1e-5)
+    assert not torch.allclose(out_instance["targets"], out_layer["targets"], atol=1e-3)
+    assert torch.allclose(out_instance["target_tokens"], out_layer["target_tokens"], atol=1e-6)
+    with pytest.raises(ValueError, match="unknown target_norm"):
+        small_jepa("ema", "rms")
 
 
 def test_update_target_moves_ema_but_not_joint():

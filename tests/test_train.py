@@ -238,6 +238,24 @@ def test_checkpoints_from_before_the_options_load_and_resume_as_jepa(tmp_path, t
         Trainer(TrainConfig(steps=4, objective="both", **TINY), tmp_path / "old", **quiet)
 
 
+def test_checkpoints_from_before_target_norm_are_layer_normed_runs(tmp_path, tiny_data):
+    quiet = dict(dataset=tiny_data, progress=False, log=lambda *a: None)
+    with pytest.raises(ValueError, match=r"unknown target_norm 'batch'; valid: \('layer', 'instance', 'none'\)"):
+        TrainConfig(steps=1, target_norm="batch")
+    assert TrainConfig().target_norm == "instance"
+    trainer = Trainer(TrainConfig(steps=4, target_norm="layer", **TINY), tmp_path / "old", **quiet)
+    trainer.train_step(0, trainer.total_steps)
+    trainer.step = 1
+    state = trainer.state()
+    del state["train_config"]["target_norm"]                  # what an older version wrote
+    torch.save(state, tmp_path / "old" / CHECKPOINT_NAME)
+    assert jepa_from_checkpoint(load_checkpoint(tmp_path / "old")).target_norm == "layer"
+    with pytest.raises(ValueError, match="target_norm='layer'"):
+        Trainer(TrainConfig(steps=4, **TINY), tmp_path / "old", **quiet)
+    resumed = train(TrainConfig(steps=4, target_norm="layer", **TINY), tmp_path / "old", **quiet)
+    assert resumed.steps == 4
+
+
 def test_resume_is_exact_for_the_combined_objective(tmp_path, tiny_data):
     quiet = dict(dataset=tiny_data, progress=False, log=lambda *a: None)
     config = TrainConfig(steps=4, objective="both", **TINY)
