@@ -86,8 +86,10 @@ class TrainConfig:
     weight_decay: float = 0.1
     final_weight_decay: float = 0.1        # weight decay moves on a cosine from weight_decay to this
     grad_clip: float | None = 1.0
-    ema_start: float = 0.993               # EMA momentum moves linearly from ema_start to ema_end
-    ema_end: float = 0.993
+    # EMA momentum moves linearly from ema_start to ema_end. With instance-normed targets 0.98 learned
+    # more than 0.993 in 700 steps (shapes 47.2% vs 44.1%, CIFAR-10 49.2% vs 47.4%; 0.96: 42.1%; README)
+    ema_start: float = 0.98
+    ema_end: float = 0.98
     loss: str = "smooth_l1"
     # "instance": targets normalised over each image's tokens, then layer-normed; "layer": the paper's
     # layer norm only. Instance learned faster on short runs (shapes, 700 steps: 44.1% vs 34.2%; README)
