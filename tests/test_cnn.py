@@ -113,7 +113,7 @@ def test_a_jepa_with_a_cnn_learns_a_fixed_batch():
     torch.manual_seed(0)
     enc = cnn()
     pred = Predictor(PredictorConfig(embed_dim=16, depth=1, num_heads=2), enc.embed_dim, enc.grid_size)
-    model = JEPA(enc, pred, loss="l2")
+    model = JEPA(enc, pred, loss="l2", target_norm="layer")    # the plumbing, on the paper's targets
     x = torch.randn(4, 3, 16, 16)
     ctx = torch.tensor([[0, 1, 2, 3, 4, 5]] * 4)
     tgt = torch.tensor([[[10, 11], [14, 15]]] * 4)
