@@ -69,7 +69,8 @@ def main() -> None:
     seconds = time.perf_counter() - start
     encoder.eval()
     with torch.no_grad():
-        predicted = torch.cat([head(encoder(normalize(chunk)).mean(dim=1)).argmax(dim=1) for chunk in test.images.split(500)])
+        predicted = torch.cat([head(encoder(normalize(chunk)).mean(dim=1)).argmax(dim=1)
+                               for chunk in test.images.split(500)])
     accuracy = (predicted == test.labels).float().mean().item()
     print(f"  trained in {seconds:.0f} s; end-to-end test accuracy {accuracy:.1%} on {len(test)} images")
     probe_train = load_dataset("shapes", "train", max_images=5000)
