@@ -102,9 +102,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = TrainConfig(**values)
     result = train(config, args.out, resume=not args.no_resume, progress=not args.quiet)
     last = result.history[-1] if result.history else {}
-    print(f"trained {result.steps} steps in {result.seconds / 60:.1f} min"
-          + (f"; final loss {last['loss']:.4f}, target std {last['target_std']:.3f}, "
-             f"RankMe {last['target_rankme']:.1f}, {last['images_per_second']:.0f} img/s" if last else ""))
+    summary = f"trained {result.steps} steps in {result.seconds / 60:.1f} min"
+    if last:
+        summary += (f"; final loss {last['loss']:.4f}, target std {last['target_std']:.3f}, "
+                    f"RankMe {last['target_rankme']:.1f}, ")
+        if "target_image_share" in last:        # records from before this monitor lack it
+            summary += f"across-image share {last['target_image_share']:.2f}, "
+        summary += f"{last['images_per_second']:.0f} img/s"
+    print(summary)
     print(f"checkpoint: {result.checkpoint_path}")
     return 0
 

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .data import normalize
+from .evaluate import last_layer_outputs
 from .train import autocast_context      # bf16 autocast on GPUs, a no-op on the CPU
 
 
@@ -64,16 +65,7 @@ def extract_patch_features(encoder: nn.Module, images: Tensor, layers: int = 1, 
         for start in range(0, images.shape[0], batch_size):
             x = normalize(images[start:start + batch_size].to(device))
             with autocast_context(device):
-                if layers == 1:
-                    outputs = [encoder(x)]
-                else:
-                    if not hasattr(encoder, "layer_outputs"):
-                        raise ValueError("this encoder has no layer_outputs(); use layers=1")
-                    outputs = encoder.layer_outputs(x)
-                    if layers > len(outputs):
-                        raise ValueError(f"layers={layers} but the encoder has only {len(outputs)} blocks; "
-                                         f"valid: 1..{len(outputs)}")
-                    outputs = outputs[-layers:]
+                outputs = last_layer_outputs(encoder, x, layers)
             normed = [F.layer_norm(o.float(), (o.shape[-1],)) for o in outputs]          # each [B, N, D]
             tokens = torch.cat(normed, dim=-1)                                            # [B, N, layers * D]
             if out is None:

@@ -18,6 +18,22 @@ import torch.nn.functional as F
 from .data import ImageDataset, normalize
 
 
+def last_layer_outputs(encoder: nn.Module, x: torch.Tensor, layers: int = 1) -> list[torch.Tensor]:
+    """The token outputs of the encoder's last `layers` blocks on normalised images x [B, C, H, W]:
+    a list of `layers` tensors [B, N, D], the last block last. layers=1 is the encoder's final output
+    (any encoder); more need `encoder.layer_outputs` (the encoder contract in models.py)."""
+    if layers < 1:
+        raise ValueError(f"layers must be >= 1, got {layers}")
+    if layers == 1:
+        return [encoder(x)]
+    if not hasattr(encoder, "layer_outputs"):
+        raise ValueError(f"this encoder ({type(encoder).__name__}) has no layer_outputs(); use layers=1")
+    outputs = encoder.layer_outputs(x)
+    if layers > len(outputs):
+        raise ValueError(f"layers={layers} but the encoder has only {len(outputs)} blocks; valid: 1..{len(outputs)}")
+    return outputs[-layers:]
+
+
 @torch.no_grad()
 def extract_features(encoder: nn.Module, images: torch.Tensor, batch_size: int = 512, layers: int = 1,
                      device: torch.device | str | None = None) -> torch.Tensor:
@@ -33,16 +49,7 @@ def extract_features(encoder: nn.Module, images: torch.Tensor, batch_size: int =
     encoder.eval()
     chunks = []
     for start in range(0, images.shape[0], batch_size):
-        x = normalize(images[start:start + batch_size].to(device))
-        if layers == 1:
-            outputs = [encoder(x)]
-        else:
-            if not hasattr(encoder, "layer_outputs"):
-                raise ValueError("this encoder has no layer_outputs(); use layers=1")
-            outputs = encoder.layer_outputs(x)
-            if layers > len(outputs):
-                raise ValueError(f"layers={layers} but the encoder has only {len(outputs)} blocks")
-            outputs = outputs[-layers:]
+        outputs = last_layer_outputs(encoder, normalize(images[start:start + batch_size].to(device)), layers)
         pooled = [F.layer_norm(o.float().mean(dim=1), (o.shape[-1],)) for o in outputs]
         chunks.append(torch.cat(pooled, dim=1).cpu())
     encoder.train(was_training)

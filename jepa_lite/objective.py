@@ -170,6 +170,25 @@ def rankme(embeddings: torch.Tensor, eps: float = 1e-7) -> float:
     return math.exp(-(p * p.log()).sum().item())
 
 
+@torch.no_grad()
+def across_image_share(tokens: torch.Tensor) -> float:
+    """tokens: [B, N, D] -> the share of their variance that lies across images at a fixed position:
+    mean over (n, d) of the variance over the B images of tokens[:, n, d], divided by the mean over
+    d of the variance over all B * N tokens (law of total variance: between 0 and 1).
+
+    Near 1 when every position's token depends on the image. Near 0 in a *positional* collapse,
+    where the token depends on its position only (the std and RankMe of the tokens can look healthy
+    then: they vary, just not with the image; notebook 04, Exercise 4). 0 when nothing varies."""
+    if tokens.dim() != 3 or tokens.shape[0] < 2:
+        raise ValueError(f"tokens must be [B, N, D] with B >= 2 images, got shape {tuple(tokens.shape)}")
+    z = tokens.float()
+    across = z.var(dim=0, unbiased=False).mean()                    # per (position, dim), over images
+    total = z.flatten(0, 1).var(dim=0, unbiased=False).mean()       # per dim, over every token
+    if total <= 1e-10 * z.square().mean():      # nothing varies (up to rounding): full collapse
+        return 0.0
+    return (across / total).item()
+
+
 # ---------------------------------------------------------------------------------------------
 # the model that trains
 

@@ -29,7 +29,8 @@ from .data import BatchAugment, ImageDataset, load_dataset
 from .masks import MaskConfig, Masks, MaskSampler, default_mask_config
 from .cnn import CNNConfig, ConvEncoder, cnn_config_from_size
 from .models import Predictor, PredictorConfig, ViTConfig, VisionTransformer, model_configs
-from .objective import JEPA, LOSSES, OBJECTIVES, TARGET_MODES, TARGET_NORMS, ema_momentum, embedding_std, rankme
+from .objective import (JEPA, LOSSES, OBJECTIVES, TARGET_MODES, TARGET_NORMS, across_image_share, ema_momentum,
+                        embedding_std, rankme)
 from . import parallel
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -537,6 +538,23 @@ class Trainer:
             self.rank, self.world = 0, 1
             torch.set_num_threads(threads)
 
+    def _warn_if_collapsed(self, record: dict) -> bool:
+        """Log a warning when a metrics record shows either kind of collapse (notebook 04); True if it did.
+        Thresholds: std below 10% of a spread-out embedding's 1/sqrt(D) (the encoder maps every token
+        to nearly one vector), or under 5% of the target variance across images (the tokens depend on
+        their position only: the std can look healthy then). A healthy run stays far from both."""
+        std_floor = 0.1 / math.sqrt(self.model.target_encoder.embed_dim)
+        reasons = []
+        if record["target_std"] < std_floor:
+            reasons.append(f"target std {record['target_std']:.4f} < {std_floor:.4f}: nearly one vector for every token")
+        if record["target_image_share"] < 0.05:
+            reasons.append(f"only {record['target_image_share']:.1%} of the target variance is across images: "
+                           "the targets depend on the token position, hardly on the image")
+        if reasons:
+            self.log(f"warning: the target encoder looks collapsed at step {record['step']} ("
+                     + "; ".join(reasons) + "). Training goes on; notebook 04 shows both kinds of collapse.")
+        return bool(reasons)
+
     def _loop(self, until_step: int | None) -> TrainResult:
         config = self.config
         budget = config.budget_minutes * 60 if config.budget_minutes is not None else None
@@ -552,6 +570,7 @@ class Trainer:
         last_save = time.perf_counter()
         calibration_start, calibration_step = None, 0
         run_start = time.perf_counter() - self.elapsed
+        warned_collapse = False
         while True:
             total = self.total_steps or provisional_total
             stop = (self.step >= total or (until_step is not None and self.step >= until_step)
@@ -592,10 +611,13 @@ class Trainer:
                           "lr": result["lr"], "weight_decay": result["wd"], "momentum": result["momentum"],
                           "target_std": embedding_std(result["target_tokens"]),
                           "target_rankme": rankme(pooled),
+                          "target_image_share": across_image_share(result["target_tokens"]),
                           "images_per_second": interval_images / max(now - interval_start, 1e-9),
                           "elapsed_seconds": now - run_start}
                 record.update({part: total_part / interval_steps for part, total_part in interval_parts.items()})
                 self.history.append(record)
+                if not warned_collapse:
+                    warned_collapse = self._warn_if_collapsed(record)
                 if bar is not None:
                     bar.set_postfix(loss=f"{record['loss']:.4f}", std=f"{record['target_std']:.3f}")
                 interval_loss, interval_steps, interval_images, interval_start = 0.0, 0, 0, now

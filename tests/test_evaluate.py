@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from jepa_lite.data import make_shapes
-from jepa_lite.evaluate import (ProbeRow, extract_features, format_table, knn_probe, linear_probe,
+from jepa_lite.evaluate import (ProbeRow, extract_features, format_table, knn_probe, last_layer_outputs, linear_probe,
                                 probe_encoders, raw_pixel_features)
 from jepa_lite.models import ViTConfig, VisionTransformer
 
@@ -48,9 +48,24 @@ def test_feature_extraction_shapes_and_layers():
     three = extract_features(enc, images, layers=3)
     assert three.shape == (10, 96)
     assert torch.allclose(three[:, -32:], one, atol=1e-5)          # last block = the default readout
-    with pytest.raises(ValueError, match="only 3 blocks"):
+    with pytest.raises(ValueError, match=r"only 3 blocks; valid: 1\.\.3"):
         extract_features(enc, images, layers=4)
     assert raw_pixel_features(images).shape == (10, 3 * 16 * 16)
+
+
+def test_last_layer_outputs_reads_the_last_blocks_in_order():
+    torch.manual_seed(0)
+    enc = VisionTransformer(ViTConfig(image_size=16, patch_size=4, embed_dim=32, depth=3, num_heads=2)).eval()
+    x = torch.randn(2, 3, 16, 16)
+    every = enc.layer_outputs(x)
+    two = last_layer_outputs(enc, x, layers=2)
+    assert len(two) == 2 and all(torch.equal(a, b) for a, b in zip(two, every[1:]))
+    assert torch.equal(last_layer_outputs(enc, x)[0], enc(x))                  # layers=1: the final output
+    with pytest.raises(ValueError, match="layers must be >= 1, got 0"):
+        last_layer_outputs(enc, x, layers=0)
+    pooled_only = torch.nn.Sequential(torch.nn.Identity())                     # no layer_outputs()
+    with pytest.raises(ValueError, match="Sequential.*has no layer_outputs"):
+        last_layer_outputs(pooled_only, x, layers=2)
 
 
 def test_probe_table():

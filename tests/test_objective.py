@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from jepa_lite.models import Predictor, PredictorConfig, ViTConfig, VisionTransformer
-from jepa_lite.objective import (JEPA, ema_momentum, ema_update, embedding_loss, embedding_std, normalize_targets,
-                                 rankme)
+from jepa_lite.objective import (JEPA, across_image_share, ema_momentum, ema_update, embedding_loss, embedding_std,
+                                 normalize_targets, rankme)
 
 
 def test_l2_loss_is_mean_squared_distance():
@@ -59,6 +59,26 @@ def test_collapse_monitors():
     assert rankme(collapsed) < 1.1
     assert rankme(torch.eye(16)) == pytest.approx(16, rel=1e-3)
     assert 12 < rankme(spread) <= 16
+
+
+def test_across_image_share_separates_image_content_from_position():
+    torch.manual_seed(0)
+    B, N, D = 32, 16, 8
+    per_image = torch.randn(B, N, D)                                  # depends on the image only
+    per_position = torch.randn(1, N, D).expand(B, N, D)              # the same for every image: positional collapse
+    assert across_image_share(per_image) == pytest.approx(1.0, abs=0.1)
+    assert across_image_share(per_position + 1e-3 * per_image) < 1e-4
+    assert across_image_share(torch.ones(B, N, D)) == 0.0            # nothing varies: full collapse
+    # half the variance per position, half per image: the share is ~1/2 (law of total variance)
+    assert across_image_share(per_image + per_position) == pytest.approx(0.5, abs=0.1)
+    # equal to the formula written out: mean per-position variance over images / variance over all tokens
+    mixed = per_image + 3 * per_position
+    by_hand = mixed.var(dim=0, unbiased=False).mean() / mixed.reshape(B * N, D).var(dim=0, unbiased=False).mean()
+    assert across_image_share(mixed) == pytest.approx(by_hand.item(), rel=1e-5)
+    # the std monitor does not tell a positional collapse from a healthy representation; this one does
+    assert embedding_std(per_position) == pytest.approx(embedding_std(per_image), rel=0.3)
+    with pytest.raises(ValueError, match=r"\[B, N, D\] with B >= 2.*\(1, 16, 8\)"):
+        across_image_share(per_image[:1])
 
 
 def small_jepa(mode: str, target_norm: str = "layer") -> JEPA:

@@ -67,7 +67,7 @@ def test_training_runs_and_writes_outputs(tmp_path, tiny_data):
     assert (tmp_path / CHECKPOINT_NAME).exists()
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert [m["step"] for m in metrics] == [1, 2, 3, 4]
-    for key in ("loss", "lr", "momentum", "target_std", "target_rankme", "images_per_second"):
+    for key in ("loss", "lr", "momentum", "target_std", "target_rankme", "target_image_share", "images_per_second"):
         assert math.isfinite(metrics[-1][key])
     assert json.loads((tmp_path / "config.json").read_text())["train"]["steps"] == 4
     checkpoint = load_checkpoint(tmp_path)
@@ -288,3 +288,27 @@ def test_cli_flags_for_objective_and_encoder(tmp_path, capsys):
     assert load_checkpoint(out)["train_config"]["objective"] == "pixels"
     assert main(["probe", "--checkpoint", str(out), "--max-train-images", "60", "--max-test-images", "30"]) == 0
     assert "target encoder" in capsys.readouterr().out
+
+
+def test_a_collapsing_run_is_warned_about_once_and_a_healthy_one_not(tmp_path, tiny_data):
+    # the literal joint objective on layer-normed targets collapses (notebook 04); with EMA it does not
+    logs = {}
+    for mode in ("joint", "ema"):
+        logs[mode] = []
+        result = train(TrainConfig(steps=60, target_mode=mode, target_norm="layer", **TINY), tmp_path / mode,
+                       dataset=tiny_data, progress=False, log=logs[mode].append)
+        assert math.isfinite(result.history[-1]["target_image_share"])
+    warnings = [line for line in logs["joint"] if "looks collapsed" in line]
+    assert len(warnings) == 1 and "target std" in warnings[0]
+    assert not [line for line in logs["ema"] if "looks collapsed" in line]
+
+
+def test_the_collapse_warning_names_a_positional_collapse(tmp_path, tiny_data):
+    logs = []
+    trainer = Trainer(TrainConfig(steps=1, **TINY), tmp_path, dataset=tiny_data, progress=False, log=logs.append)
+    healthy = {"step": 7, "target_std": 0.15, "target_image_share": 0.9}
+    assert not trainer._warn_if_collapsed(healthy) and not logs
+    # the std looks healthy, but the tokens no longer depend on the image (notebook 04, Exercise 4)
+    assert trainer._warn_if_collapsed({**healthy, "target_image_share": 0.01})
+    assert "step 7" in logs[-1] and "1.0% of the target variance is across images" in logs[-1]
+    assert "target std" not in logs[-1]
