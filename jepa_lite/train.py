@@ -611,7 +611,9 @@ class Trainer:
                           "lr": result["lr"], "weight_decay": result["wd"], "momentum": result["momentum"],
                           "target_std": embedding_std(result["target_tokens"]),
                           "target_rankme": rankme(pooled),
-                          "target_image_share": across_image_share(result["target_tokens"]),
+                          # needs 2+ images: a batch (or a rank's share of it) of 1 logs NaN
+                          "target_image_share": (across_image_share(result["target_tokens"])
+                                                 if result["target_tokens"].shape[0] >= 2 else float("nan")),
                           "images_per_second": interval_images / max(now - interval_start, 1e-9),
                           "elapsed_seconds": now - run_start}
                 record.update({part: total_part / interval_steps for part, total_part in interval_parts.items()})

@@ -303,6 +303,15 @@ def test_a_collapsing_run_is_warned_about_once_and_a_healthy_one_not(tmp_path, t
     assert not [line for line in logs["ema"] if "looks collapsed" in line]
 
 
+def test_a_batch_of_one_image_trains_and_logs_no_image_share(tmp_path, tiny_data):
+    logs = []
+    result = train(TrainConfig(steps=2, **{**TINY, "batch_size": 1}), tmp_path, dataset=tiny_data, progress=False,
+                   log=logs.append)
+    assert result.steps == 2 and math.isfinite(result.history[-1]["loss"])
+    assert math.isnan(result.history[-1]["target_image_share"])        # undefined for one image, not an error
+    assert not [line for line in logs if "looks collapsed" in line]
+
+
 def test_the_collapse_warning_names_a_positional_collapse(tmp_path, tiny_data):
     logs = []
     trainer = Trainer(TrainConfig(steps=1, **TINY), tmp_path, dataset=tiny_data, progress=False, log=logs.append)
