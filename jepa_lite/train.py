@@ -546,7 +546,8 @@ class Trainer:
         std_floor = 0.1 / math.sqrt(self.model.target_encoder.embed_dim)
         reasons = []
         if record["target_std"] < std_floor:
-            reasons.append(f"target std {record['target_std']:.4f} < {std_floor:.4f}: nearly one vector for every token")
+            reasons.append(f"target std {record['target_std']:.4f} < {std_floor:.4f}: "
+                           "nearly one vector for every token")
         if record["target_image_share"] < 0.05:
             reasons.append(f"only {record['target_image_share']:.1%} of the target variance is across images: "
                            "the targets depend on the token position, hardly on the image")
