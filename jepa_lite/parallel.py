@@ -14,7 +14,7 @@ do. So a CPU run can split every batch between `workers` processes (`TrainConfig
 Every rank draws the whole batch's images, crops and masks from the (seed, step) generators and
 keeps its own rows, so the run sees exactly the batches of a one-process run; only the order of
 float additions in the mean differs (and, with drop_path > 0, each rank draws its own drop-path
-noise). Monitors computed from one step's tokens (target std, RankMe) see rank 0's rows.
+noise). Monitors computed from one step's tokens (target std, RankMe, across-image share) see rank 0's rows.
 Rank 0 is the process that called `Trainer.run()`: it keeps the progress bar, the log, the budget
 clock, the metrics and the checkpoints, and tells the helpers each step whether to go on and how
 long the schedule is. Helpers are started with the "spawn"
