@@ -190,7 +190,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes, ~1 minute")
     parser.add_argument("--cnn-seconds", type=float, default=None, help="CNN training budget (default 120, quick 30)")
     parser.add_argument("--cnn-width", type=int, default=16)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the faster of 1 and torch's default)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: the faster of 1 and torch's default)")
     parser.add_argument("--imagefolder", default=None, help="also time decoding this image folder")
     parser.add_argument("--skip", default="", help="comma list of sections to skip: gen,augment,probe,cnn")
     args = parser.parse_args()

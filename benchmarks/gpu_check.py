@@ -51,7 +51,8 @@ def main() -> None:
     for model in args.models:
         for compiled in (False, True):
             ips = measure(model, args.batch_size, args.steps, compiled, args.device)
-            print(f"{model:<8} B={args.batch_size} {'compiled' if compiled else 'eager':<9} {ips:>9.0f} img/s", flush=True)
+            mode = "compiled" if compiled else "eager"
+            print(f"{model:<8} B={args.batch_size} {mode:<9} {ips:>9.0f} img/s", flush=True)
 
 
 if __name__ == "__main__":

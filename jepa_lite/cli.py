@@ -175,7 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_probe.add_argument("--test-data", default=None, help="test data (default: the held-out split of --data)")
     p_probe.add_argument("--data-root", default=None)
     p_probe.add_argument("--layers", type=int, default=None,
-                         help="read the average-pooled outputs of the last K blocks, concatenated (default: min(4, depth))")
+                         help="read the average-pooled outputs of the last K blocks, concatenated "
+                              "(default: min(4, depth))")
     p_probe.add_argument("--max-train-images", type=int, default=None)
     p_probe.add_argument("--max-test-images", type=int, default=None)
     p_probe.add_argument("--seed", type=int, default=0, help="seed of the random-init baseline")

@@ -102,8 +102,8 @@ class PredictorConfig:
             raise ValueError(f"predictor depth must be >= 1, got {self.depth}")
 
 
-# Named sizes. "micro" exists for fast tests; "tiny"/"small" suit 32 px images with patch 4 (an 8x8 grid); "vit_s_96" and
-# "vit_b_224" follow the usual ViT-S/ViT-B shapes for STL-10 (96 px) and ImageNet-size images.
+# Named sizes. "micro" exists for fast tests; "tiny"/"small" suit 32 px images with patch 4 (an 8x8 grid);
+# "vit_s_96" and "vit_b_224" follow the usual ViT-S/ViT-B shapes for STL-10 (96 px) and ImageNet-size images.
 MODEL_SIZES: dict[str, tuple[dict, dict]] = {
     "micro":     (dict(embed_dim=32, depth=2, num_heads=2), dict(embed_dim=16, depth=1, num_heads=2)),  # tests
     "tiny":      (dict(embed_dim=64, depth=4, num_heads=4), dict(embed_dim=32, depth=2, num_heads=4)),  # CPU default

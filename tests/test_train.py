@@ -83,7 +83,7 @@ def test_same_seed_same_losses_and_resume_is_exact(tmp_path, tiny_data):
     assert [m["loss"] for m in full.history] == [m["loss"] for m in again.history]
 
     # stop after 3 steps (as if interrupted), then resume to 6 in a fresh Trainer
-    trainer = Trainer(TrainConfig(steps=6, **TINY), tmp_path / "split", progress=False, **{k: v for k, v in quiet.items() if k != "progress"})
+    trainer = Trainer(TrainConfig(steps=6, **TINY), tmp_path / "split", **quiet)
     for _ in range(3):
         trainer.train_step(trainer.step, trainer.total_steps)
         trainer.step += 1
