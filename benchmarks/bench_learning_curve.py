@@ -30,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))    # run from a checkout without installing
 from jepa_lite.data import load_dataset  # noqa: E402
-from jepa_lite.evaluate import extract_features, linear_probe  # noqa: E402
+from jepa_lite.evaluate import probe_encoders  # noqa: E402
 from jepa_lite.train import Trainer, TrainConfig  # noqa: E402
 
 
@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="shapes")
     parser.add_argument("--data-root", default="data")
+    parser.add_argument("--model", default="tiny", help="a named size (jepa_lite.models.MODEL_SIZES)")
     parser.add_argument("--marks", default="1300,2600,3900,5200,6500,7800,9100,10400",
                         help="steps at which to probe")
     parser.add_argument("--probe-train", type=int, default=5000, help="probe training images")
@@ -79,14 +80,15 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
 
     # a metrics record falls on every mark; checkpoints are saved at the marks instead of by the clock
-    config = TrainConfig(data=args.data, data_root=args.data_root, steps=marks[-1], workers=1,
+    config = TrainConfig(data=args.data, data_root=args.data_root, model=args.model, steps=marks[-1], workers=1,
                          log_every=math.gcd(100, *marks), checkpoint_every_minutes=10 ** 6)
     trainer = Trainer(config, out, resume=False, progress=False, log=lambda *a: None)
     probe_train = load_dataset(args.data, "train", root=args.data_root, max_images=args.probe_train)
     probe_test = load_dataset(args.data, "test", root=args.data_root, max_images=args.probe_test)
-    print(f"{args.data}: recipe defaults, B={config.batch_size}, {args.threads} thread(s); probe "
+    print(f"{args.data}: recipe defaults, model {args.model}, B={config.batch_size}, {args.threads} thread(s); probe "
           f"{len(probe_train)}/{len(probe_test)} images, last {args.layers} blocks")
-    print(f"{'steps':>6}{'train min':>11}{'target %':>10}{'context %':>11}{'loss':>8}{'share':>7}", flush=True)
+    print(f"{'steps':>6}{'train min':>11}{'target %':>10}{'context %':>11}{'target kNN %':>14}{'loss':>8}"
+          f"{'share':>7}", flush=True)
     step_flops = flops_per_step(config, trainer.dataset)
     train_seconds = 0.0
     for mark in marks:
@@ -94,14 +96,12 @@ def main(argv: list[str] | None = None) -> None:
         trainer.run(until_step=mark)
         train_seconds += time.perf_counter() - start
         shutil.copy(trainer.checkpoint_path, out / f"step{mark}.pt")
-        accuracy = {}
-        for name, encoder in (("target", trainer.model.target_encoder), ("context", trainer.model.context_encoder)):
-            train_x = extract_features(encoder, probe_train.images, layers=args.layers)
-            test_x = extract_features(encoder, probe_test.images, layers=args.layers)
-            accuracy[name] = linear_probe(train_x, probe_train.labels, test_x, probe_test.labels)["accuracy"]
+        target, context = probe_encoders({"target": trainer.model.target_encoder,
+                                          "context": trainer.model.context_encoder},
+                                         probe_train, probe_test, layers=args.layers, include_pixels=False)
         last = trainer.history[-1]
-        print(f"{mark:>6}{train_seconds / 60:>11.1f}{100 * accuracy['target']:>10.1f}"
-              f"{100 * accuracy['context']:>11.1f}{last['loss']:>8.4f}{last['target_image_share']:>7.2f}", flush=True)
+        print(f"{mark:>6}{train_seconds / 60:>11.1f}{100 * target.linear:>10.1f}{100 * context.linear:>11.1f}"
+              f"{100 * target.knn:>14.1f}{last['loss']:>8.4f}{last['target_image_share']:>7.2f}", flush=True)
     print(f"one step: {step_flops / 1e9:.2f} GFLOP ({step_flops / config.batch_size / 1e6:.0f} MFLOP per image); "
           f"achieved {step_flops * marks[-1] / train_seconds / 1e9:.1f} GFLOP/s over the run")
 
