@@ -53,3 +53,22 @@ def test_course_notebooks_are_in_teaching_order():
 def test_run_course_rejects_an_unknown_notebook():
     with pytest.raises(ValueError, match="no notebook matches"):
         course.run_course("unused", profile="test", only=["99"], log=lambda *a: None)
+
+
+def test_the_shipped_checkpoint_loads_into_the_current_code():
+    """data/shapes_tiny.pt (notebook 06's fallback, data/README.md) must load into today's models: a
+    change to the architecture or the checkpoint format that breaks it fails here, by name."""
+    import torch
+
+    from jepa_lite.data import make_shapes, normalize
+    from jepa_lite.train import TrainConfig, jepa_from_checkpoint, load_checkpoint
+
+    checkpoint = load_checkpoint(course.repo_root() / course.SHIPPED_CHECKPOINT)
+    assert checkpoint["data"]["spec"] == "shapes" and checkpoint["step"] == checkpoint["total_steps"]
+    recipe = TrainConfig(steps=1)                          # the shipped run is the default recipe
+    for key in ("model", "target_norm", "loss", "ema_start", "lr", "batch_size"):
+        assert checkpoint["train_config"][key] == getattr(recipe, key), key
+    model = jepa_from_checkpoint(checkpoint).eval()
+    with torch.no_grad():
+        tokens = model.target_encoder(normalize(make_shapes(4, seed=0).images))
+    assert tokens.shape == (4, 64, model.target_encoder.config.embed_dim) and torch.isfinite(tokens).all()
