@@ -4,10 +4,10 @@
     python benchmarks/bench_learning_curve.py --marks 200,400 --probe-train 1000 --probe-test 500   # a smoke run
 
 One run of the recipe defaults (jepa_lite.train.TrainConfig) in one process; at each mark it pauses,
-keeps a copy of the checkpoint (stepN.pt) and linear-probes the target and context encoders' frozen
-features (average-pooled tokens of the last 4 blocks, as `jepa-lite probe` reads them). It ends
-with the FLOPs of one step and the GFLOP/s the run achieved, which bound how many steps any
-implementation could fit into a budget on a given machine.
+keeps a copy of the checkpoint (stepN.pt) and probes the target and context encoders' frozen
+features (linear; kNN for the target too; average-pooled tokens of the last 4 blocks, as
+`jepa-lite probe` reads them). It ends with the FLOPs of one step and the GFLOP/s the run
+achieved, which bound how many steps any implementation could fit into a budget on a given machine.
 
 Why one run can stand for several budgets: after the 100-step warm-up the default schedules are
 flat (constant lr, weight decay and EMA momentum), so the state after N steps of a long run is the
