@@ -32,6 +32,8 @@ def _base_type(hint) -> type:
 _FIELD_HELP = {
     "workers": "CPU processes that share each batch, one thread each (jepa_lite.parallel); default 0 = auto: "
                "2 on a CPU with >= 2 usable cores for runs of >= 200 steps or >= 1 minute, else 1",
+    "amp": "precision: auto (bf16 on GPUs with native bf16, fp16 with a gradient scaler on older GPUs such as "
+           "the T4, fp32 on mps and cpu), bf16, fp16 or fp32",
 }
 
 

@@ -61,9 +61,19 @@ PROFILES: dict[str, Profile] = {
     "cpu": Profile("cpu", data="shapes", model="tiny", train_minutes=4.0, train_steps=None, batch_size=128,
                    train_images=50_000, demo_steps=150, demo_batch_size=128, probe_train_images=5_000,
                    probe_test_images=2_000, umap_points=2_000, show_images=32),
-    "gpu": Profile("gpu", data="cifar10", model="small", train_minutes=None, train_steps=20_000, batch_size=256,
-                   train_images=50_000, demo_steps=1_000, demo_batch_size=256, probe_train_images=20_000,
+    # Training is set in minutes, not steps: the same notebook runs on a T4 and on an H100, whose
+    # speeds differ several times over. The fixed-step demonstrations (notebooks 04, 08) are short.
+    "gpu": Profile("gpu", data="cifar10", model="small", train_minutes=5.0, train_steps=None, batch_size=256,
+                   train_images=50_000, demo_steps=600, demo_batch_size=256, probe_train_images=20_000,
                    probe_test_images=10_000, umap_points=5_000, show_images=32),
+}
+
+# What one notebook takes, in minutes, by profile: measured with `jepa-lite course` (cpu: 2 CPU
+# cores; gpu: one data-centre GPU, docs/results.md). Notebook 00 prints these; slower machines
+# take longer in every notebook but 05, whose training length is a time budget.
+EXPECTED_MINUTES: dict[str, dict[str, float]] = {
+    "cpu": {},
+    "gpu": {},
 }
 
 
@@ -89,26 +99,111 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parents[1]
 
 
-SHIPPED_CHECKPOINT = "data/shapes_tiny.pt"   # made by the command in data/README.md
+def data_root() -> Path:
+    """The one folder every notebook reads and downloads data sets into: <checkout>/data."""
+    return repo_root() / "data"
 
 
-def notebook05_run_dir(profile: Profile) -> Path:
-    """Where notebook 05 writes its checkpoint (one folder per profile, so a test run never
-    overwrites a learner's real one)."""
-    return repo_root() / "runs" / f"notebook05-{profile.name}"
+# ---------------------------------------------------------------------------------------------
+# where notebook 05's run is kept, and which checkpoint notebooks 06-08 use
+
+# On Colab every notebook gets a fresh runtime, so a run kept in the runtime's disk is gone by
+# the time notebook 06 opens. Notebook 05 can keep it on Google Drive instead (one opt-in line);
+# the later notebooks look there first. JEPA_LITE_DRIVE names another folder (tests use it).
+DRIVE_ENV = "JEPA_LITE_DRIVE"
+COLAB_DRIVE = Path("/content/drive/MyDrive")
+
+# Checkpoints shipped in data/ (see data/README.md), by the data set they were trained on.
+SHIPPED_CHECKPOINTS: dict[str, str] = {"shapes": "data/shapes_tiny.pt"}
+SHIPPED_CHECKPOINT = SHIPPED_CHECKPOINTS["shapes"]
+
+
+def drive_folder() -> Path | None:
+    """The course's folder on a mounted Google Drive (or $JEPA_LITE_DRIVE), None when none is mounted."""
+    forced = os.environ.get(DRIVE_ENV, "").strip()
+    if forced:
+        return Path(forced)
+    return COLAB_DRIVE / "jepa-lite" if COLAB_DRIVE.is_dir() else None
+
+
+def notebook05_run_dir(profile: Profile, use_drive: bool = False) -> Path:
+    """Where notebook 05 writes its checkpoint: one folder per profile, so a test run never
+    overwrites a learner's real one; on Google Drive when `use_drive` and Drive is mounted."""
+    name = f"notebook05-{profile.name}"
+    drive = drive_folder() if use_drive else None
+    if use_drive and drive is None:
+        raise FileNotFoundError(f"use_drive=True but Google Drive is not mounted at {COLAB_DRIVE}: run "
+                                "`from google.colab import drive; drive.mount('/content/drive')` first")
+    return (drive / "runs" / name) if drive is not None else (repo_root() / "runs" / name)
+
+
+@dataclass(frozen=True)
+class CheckpointChoice:
+    """The checkpoint a notebook evaluates. `source`: "drive" or "run" (notebook 05's) or "shipped"."""
+    path: Path
+    source: str
+    data: str            # the data set it was trained on (the notebook evaluates on that one)
+    steps: int
+    minutes: float
+    message: str         # what the notebook prints: which file, and what that means for the numbers
+
+    @property
+    def short(self) -> str:
+        return {"drive": "notebook 05's run", "run": "notebook 05's run", "shipped": "shipped checkpoint"}[self.source]
+
+
+def _describe(path: Path) -> tuple[str, int, float]:
+    from .train import load_checkpoint             # late: train imports much more than the course needs
+    checkpoint = load_checkpoint(path)
+    return (checkpoint["data"]["spec"], int(checkpoint["step"]),
+            float(checkpoint.get("elapsed_seconds", 0.0)) / 60)
+
+
+def _shown(path: Path) -> str:
+    """A path as a learner should read it: relative to the checkout when inside it."""
+    try:
+        return str(path.relative_to(repo_root()))
+    except ValueError:
+        return str(path)
+
+
+def find_checkpoint(profile: Profile) -> CheckpointChoice:
+    """The checkpoint notebooks 06-08 use: notebook 05's run (on Google Drive first, then in
+    runs/), else the shipped checkpoint trained on the profile's data, else the shipped `shapes`
+    one. The message says which, and what that means for the numbers."""
+    candidates = []
+    drive = drive_folder()
+    if drive is not None:
+        candidates.append(("drive", drive / "runs" / f"notebook05-{profile.name}" / "checkpoint.pt"))
+    candidates.append(("run", repo_root() / "runs" / f"notebook05-{profile.name}" / "checkpoint.pt"))
+    for source, path in candidates:
+        if path.exists():
+            data, steps, minutes = _describe(path)
+            where = "Google Drive" if source == "drive" else "this machine"
+            return CheckpointChoice(path, source, data, steps, minutes,
+                                    f"Using notebook 05's run, found on {where} ({_shown(path)}): {steps} steps, "
+                                    f"{minutes:.1f} min on {data}. The numbers below are your run's.")
+    looked = ", ".join(_shown(path) for _, path in candidates)
+    shipped_data = profile.data if profile.data in SHIPPED_CHECKPOINTS else "shapes"
+    shipped = repo_root() / SHIPPED_CHECKPOINTS[shipped_data]
+    if not shipped.exists():
+        raise FileNotFoundError(f"no checkpoint to evaluate: neither notebook 05's run ({looked}) nor the shipped "
+                                f"{SHIPPED_CHECKPOINTS[shipped_data]} exists; run notebook 05 first")
+    data, steps, minutes = _describe(shipped)
+    message = (f"NOTE: no run of notebook 05 was found (looked for {looked}). Using the shipped checkpoint "
+               f"{SHIPPED_CHECKPOINTS[shipped_data]}: the course's recipe trained {steps} steps on {data}, far "
+               f"longer than notebook 05's budget, so expect better numbers than a fresh run of notebook 05 gives.")
+    if shipped_data != profile.data:
+        message += (f" No checkpoint trained on {profile.data} ships with the course, so everything below is "
+                    f"measured on {data}, not {profile.data}. Run notebook 05 (saving to Drive on Colab) to "
+                    f"evaluate your own {profile.data} run.")
+    return CheckpointChoice(shipped, "shipped", data, steps, minutes, message)
 
 
 def pick_checkpoint(profile: Profile) -> tuple[Path, str]:
-    """Notebook 06's choice: 05's fresh checkpoint when it exists, else the shipped one.
-    Returns (path, a sentence saying which)."""
-    fresh = notebook05_run_dir(profile) / "checkpoint.pt"
-    if fresh.exists():
-        return fresh, f"notebook 05's checkpoint (runs/{fresh.parent.name}/checkpoint.pt)"
-    shipped = repo_root() / SHIPPED_CHECKPOINT
-    if shipped.exists():
-        return shipped, f"the shipped checkpoint ({SHIPPED_CHECKPOINT}); run notebook 05 to use your own"
-    raise FileNotFoundError(f"neither notebook 05's checkpoint ({fresh}) nor the shipped one ({shipped}) exists; "
-                            f"run notebook 05 first")
+    """(path, short description) of find_checkpoint's choice, for older callers."""
+    choice = find_checkpoint(profile)
+    return choice.path, choice.message
 
 
 # ---------------------------------------------------------------------------------------------
@@ -123,6 +218,15 @@ def course_notebooks(folder: Path | None = None) -> list[Path]:
 def probe_table_path(profile: Profile) -> Path:
     """Where notebook 06 writes its probe table (printed at the end of `jepa-lite course`)."""
     return repo_root() / "runs" / f"notebook06-{profile.name}" / "probe_table.txt"
+
+
+def expected_minutes_table(profile: Profile) -> str:
+    """Notebook 00's table of how long each notebook takes on this profile (measured, EXPECTED_MINUTES)."""
+    measured = EXPECTED_MINUTES.get(profile.name, {})
+    if not measured:
+        return f"no measured times for the {profile.name!r} profile"
+    lines = [f"{name:38s} ~{minutes:4.1f} min" for name, minutes in measured.items()]
+    return "\n".join(lines + [f"{'all notebooks':38s} ~{sum(measured.values()):4.1f} min"])
 
 
 _RUN_ONE = """
@@ -144,9 +248,21 @@ def sample():   # the kernel and its children (data-parallel helpers) together, 
         time.sleep(0.25)
 threading.Thread(target=sample, daemon=True).start()
 nb = nbformat.read(source, as_version=4)
+# one extra cell, removed before writing: the accelerator's peak memory as torch's allocator saw it
+nb.cells.append(nbformat.v4.new_code_cell(
+    "import torch as _t\n"
+    "print('__peak_accelerator_bytes__', _t.cuda.max_memory_reserved() if _t.cuda.is_available() else "
+    "(_t.mps.driver_allocated_memory() if getattr(_t.backends, 'mps', None) and _t.backends.mps.is_available() "
+    "else 0))"))
 ExecutePreprocessor(timeout=timeout, kernel_name="python3").preprocess(nb, {"metadata": {"path": sys.argv[4]}})
+probe = nb.cells.pop()
+accelerator = 0
+for output in probe.get("outputs", []):
+    for line in output.get("text", "").splitlines():
+        if line.startswith("__peak_accelerator_bytes__"):
+            accelerator = int(line.split()[1])
 nbformat.write(nb, target)
-print(max(peak[0] // 1024, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))   # KiB
+print(max(peak[0] // 1024, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss), accelerator // 1024)   # KiB
 """
 
 
@@ -179,9 +295,12 @@ def run_course(out_dir: str | Path = "build/notebooks", profile: str | None = No
         if done.returncode != 0:
             tail = "\n".join(done.stderr.strip().splitlines()[-15:])
             raise RuntimeError(f"{path.name} failed after {seconds:.0f} s:\n{tail}")
-        peak_mib = int(done.stdout.strip().splitlines()[-1]) / 1024
-        results.append({"notebook": path.name, "seconds": seconds, "peak_memory_mib": peak_mib})
-        log(f"{path.name:36s} {seconds:6.0f} s   peak memory {peak_mib:6.0f} MiB")
+        host_kib, accelerator_kib = (int(x) for x in done.stdout.strip().splitlines()[-1].split())
+        peak_mib, accelerator_mib = host_kib / 1024, accelerator_kib / 1024
+        results.append({"notebook": path.name, "seconds": seconds, "peak_memory_mib": peak_mib,
+                         "peak_accelerator_memory_mib": accelerator_mib})
+        gpu = f"   peak GPU memory {accelerator_mib:6.0f} MiB" if accelerator_kib else ""
+        log(f"{path.name:36s} {seconds:6.0f} s   peak memory {peak_mib:6.0f} MiB{gpu}")
     table = probe_table_path(chosen)
     if table.exists():
         log("\n" + table.read_text())

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from .data import normalize
 from .evaluate import last_layer_outputs
-from .train import autocast_context      # bf16 autocast on GPUs, a no-op on the CPU
+from .device import autocast_context     # bf16/fp16 autocast by the GPU's capability, a no-op on the CPU
 
 
 def _check_features(feats: Tensor, what: str) -> None:

@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 
 from .data import BatchAugment, ImageDataset, load_dataset
+from .device import PRECISIONS, autocast_context, choose_precision, describe_device, grad_scaler, pick_device
 from .masks import MaskConfig, Masks, MaskSampler, default_mask_config
 from .cnn import CNNConfig, ConvEncoder, cnn_config_from_size
 from .models import Predictor, PredictorConfig, ViTConfig, VisionTransformer, model_configs
@@ -105,7 +106,7 @@ class TrainConfig:
     # machinery
     seed: int = 0
     device: str = "auto"
-    amp: str = "auto"                      # "auto" (bf16 on cuda/mps), "bf16", "none"
+    amp: str = "auto"                      # "auto" (by capability, device.py), "bf16", "fp16", "fp32"
     compile: bool = False
     workers: int = 0                       # CPU processes sharing each batch (parallel.py); 0 = auto
     log_every: int = 25
@@ -151,8 +152,10 @@ class TrainConfig:
             raise ValueError(f"drop_path ({self.drop_path}) applies to the vit encoder only; use 0 with encoder='cnn'")
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0 (0 = auto), got {self.workers}")
-        if self.amp not in ("auto", "bf16", "none"):
-            raise ValueError(f"unknown amp {self.amp!r}; valid: auto, bf16, none")
+        if self.amp == "none":             # the name older configs used for float32
+            self.amp = "fp32"
+        if self.amp not in PRECISIONS:
+            raise ValueError(f"unknown amp {self.amp!r}; valid: {', '.join(PRECISIONS)}")
         if not (0 < self.crop_scale[0] <= self.crop_scale[1] <= 1):
             raise ValueError(f"crop_scale must satisfy 0 < min <= max <= 1, got {self.crop_scale}")
 
@@ -164,23 +167,6 @@ class TrainConfig:
 
 # ---------------------------------------------------------------------------------------------
 # building blocks
-
-def pick_device(name: str = "auto") -> torch.device:
-    """"auto" -> cuda if available, else mps, else cpu."""
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def autocast_context(device: torch.device, amp: str = "auto"):
-    """bf16 autocast on GPUs (and on CPU when asked), otherwise a no-op context."""
-    use = amp == "bf16" or (amp == "auto" and device.type in ("cuda", "mps"))
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use)
-
 
 def encoder_kind(encoder_config) -> str:
     """The ENCODERS name of an encoder config ("vit" for a ViTConfig, "cnn" for a CNNConfig)."""
@@ -374,6 +360,9 @@ class Trainer:
         self.progress = progress
         self.log = log
         self.device = pick_device(config.device)
+        self.precision = choose_precision(self.device, config.amp)
+        if self.device.type != "cpu":
+            self.log(describe_device(self.device, config.amp))
         torch.manual_seed(config.seed)
 
         if dataset is None:
@@ -389,6 +378,7 @@ class Trainer:
                                 target_norm=config.target_norm).to(self.device)
         self.optimizer = torch.optim.AdamW(param_groups(self.model), lr=config.lr, betas=(0.9, 0.95),
                                            weight_decay=config.weight_decay)
+        self.scaler = grad_scaler(self.device, self.precision)        # active for fp16 only
         self.mask_sampler = MaskSampler(self.mask_config)
         self.augment = BatchAugment(crop_scale=config.crop_scale, hflip=config.hflip)
         self.forward = torch.compile(self.model, dynamic=True) if config.compile else self.model
@@ -430,6 +420,8 @@ class Trainer:
         }
         if self.model.pixel_head is not None:
             state["pixel_head"] = self.model.pixel_head.state_dict()
+        if self.scaler.is_enabled():
+            state["grad_scaler"] = self.scaler.state_dict()
         return state
 
     def _restore(self, checkpoint: dict) -> None:
@@ -444,6 +436,8 @@ class Trainer:
                                  f"this run asks for {key}={getattr(self.config, key)!r} (use another --out)")
         load_networks(self.model, checkpoint)
         self.optimizer.load_state_dict(checkpoint["optimizer"])
+        if self.scaler.is_enabled() and "grad_scaler" in checkpoint:
+            self.scaler.load_state_dict(checkpoint["grad_scaler"])
         self.step = checkpoint["step"]
         if self.total_steps is None:           # budget runs keep the schedule they measured
             self.total_steps = checkpoint["total_steps"]
@@ -482,20 +476,22 @@ class Trainer:
         torch.manual_seed(config.seed * 7919 + step + 104729 * self.rank)   # drop-path noise, per step and rank
 
         self.model.train()
-        with autocast_context(self.device, config.amp):
+        with autocast_context(self.device, self.precision):
             out = self.forward(images, masks.context_indices, masks.target_indices)
         loss = out["loss"]
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self.scaler.scale(loss).backward()         # fp16: scaled so that small gradients survive
         if self.world > 1:      # mean gradient and loss over the ranks: every rank then takes the same step
             loss = parallel.average_gradients(self.trainable, loss)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"loss became {loss.item()} at step {step}; stopping. The last good checkpoint "
                 f"(step {self._last_saved_step}) is kept at {self.checkpoint_path}; try a lower --lr than {config.lr}")
+        self.scaler.unscale_(self.optimizer)        # true gradients before clipping (no-op unless fp16)
         if config.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)            # skips the step if fp16 gradients overflowed
+        self.scaler.update()
         self.model.update_target(momentum)
         result = {"loss": loss.detach(), "lr": lr, "wd": wd, "momentum": momentum,
                   "target_tokens": out["target_tokens"].detach(), "batch": batch}

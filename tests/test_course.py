@@ -2,7 +2,7 @@
 import pytest
 
 from jepa_lite import course
-from jepa_lite.course import PROFILE_ENV, PROFILES, active_profile, pick_checkpoint
+from jepa_lite.course import PROFILE_ENV, PROFILES, active_profile
 
 
 def test_profile_from_environment_and_argument(monkeypatch):
@@ -28,20 +28,70 @@ def test_profiles_grow_from_test_to_gpu():
     assert cpu.data == test.data == "shapes"                # CPU profiles never download
 
 
-def test_pick_checkpoint_prefers_notebook05s_run(tmp_path, monkeypatch):
-    monkeypatch.setattr(course, "repo_root", lambda: tmp_path)
+def _tiny_checkpoint(path, data="shapes", steps=7):
+    """A real (tiny) checkpoint file: find_checkpoint reads its data set and length."""
+    from jepa_lite.data import make_shapes
+    from jepa_lite.train import TrainConfig, Trainer
+
+    trainer = Trainer(TrainConfig(model="micro", steps=steps, batch_size=8, workers=1, data=data),
+                      path.parent, dataset=make_shapes(16), resume=False, progress=False, log=lambda *a: None)
+    trainer.run()
+    return path
+
+
+def test_find_checkpoint_order_drive_then_run_then_shipped(tmp_path, monkeypatch):
+    monkeypatch.setattr(course, "repo_root", lambda: tmp_path / "repo")
+    monkeypatch.setenv(course.DRIVE_ENV, str(tmp_path / "drive"))
     profile = PROFILES["test"]
-    with pytest.raises(FileNotFoundError, match="run notebook 05"):
-        pick_checkpoint(profile)
-    shipped = tmp_path / course.SHIPPED_CHECKPOINT
-    shipped.parent.mkdir(parents=True)
-    shipped.write_bytes(b"x")
-    assert pick_checkpoint(profile)[0] == shipped
-    fresh = course.notebook05_run_dir(profile) / "checkpoint.pt"
-    fresh.parent.mkdir(parents=True)
-    fresh.write_bytes(b"x")
-    path, sentence = pick_checkpoint(profile)
-    assert path == fresh and "notebook 05" in sentence and str(tmp_path) not in sentence
+    with pytest.raises(FileNotFoundError, match="run notebook 05 first"):
+        course.find_checkpoint(profile)
+
+    shipped = _tiny_checkpoint(tmp_path / "repo" / course.SHIPPED_CHECKPOINT.replace(".pt", "") / "checkpoint.pt")
+    (tmp_path / "repo" / course.SHIPPED_CHECKPOINT).write_bytes(shipped.read_bytes())
+    choice = course.find_checkpoint(profile)
+    assert choice.source == "shipped" and choice.path == tmp_path / "repo" / course.SHIPPED_CHECKPOINT
+    assert "no run of notebook 05" in choice.message and "shapes_tiny.pt" in choice.message
+    assert str(tmp_path) not in choice.message.replace(str(tmp_path / "drive"), "")   # only the Drive path is absolute
+
+    local = _tiny_checkpoint(course.notebook05_run_dir(profile) / "checkpoint.pt", steps=5)
+    choice = course.find_checkpoint(profile)
+    assert choice.source == "run" and choice.path == local and choice.steps == 5
+    assert "this machine" in choice.message and "runs/notebook05-test/checkpoint.pt" in choice.message
+
+    on_drive = _tiny_checkpoint(course.notebook05_run_dir(profile, use_drive=True) / "checkpoint.pt", steps=6)
+    assert on_drive.is_relative_to(tmp_path / "drive")
+    choice = course.find_checkpoint(profile)
+    assert choice.source == "drive" and choice.path == on_drive and "Google Drive" in choice.message
+
+
+def test_find_checkpoint_says_loudly_when_the_data_set_differs(tmp_path, monkeypatch):
+    """The gpu profile pretrains on CIFAR-10; with no run of notebook 05 in this runtime (a new
+    Colab runtime), notebooks 06-08 fall back on the shapes checkpoint and must say so."""
+    monkeypatch.setattr(course, "repo_root", lambda: tmp_path)
+    monkeypatch.delenv(course.DRIVE_ENV, raising=False)
+    monkeypatch.setattr(course, "COLAB_DRIVE", tmp_path / "not-mounted")
+    made = _tiny_checkpoint(tmp_path / "made" / "checkpoint.pt")
+    (tmp_path / "data").mkdir()
+    (tmp_path / course.SHIPPED_CHECKPOINT).write_bytes(made.read_bytes())
+    choice = course.find_checkpoint(PROFILES["gpu"])
+    assert choice.source == "shipped" and choice.data == "shapes"
+    assert "measured on shapes, not cifar10" in choice.message
+
+
+def test_notebook05_refuses_drive_when_it_is_not_mounted(tmp_path, monkeypatch):
+    monkeypatch.delenv(course.DRIVE_ENV, raising=False)
+    monkeypatch.setattr(course, "COLAB_DRIVE", tmp_path / "not-mounted")
+    assert course.drive_folder() is None
+    with pytest.raises(FileNotFoundError, match="drive.mount"):
+        course.notebook05_run_dir(PROFILES["cpu"], use_drive=True)
+    monkeypatch.setattr(course, "COLAB_DRIVE", tmp_path)          # mounted: the course's own folder in it
+    assert course.drive_folder() == tmp_path / "jepa-lite"
+
+
+def test_gpu_profile_trains_for_a_time_budget():
+    gpu = PROFILES["gpu"]
+    assert gpu.train_minutes is not None and gpu.train_steps is None
+    assert "min" in gpu.summary()
 
 
 def test_course_notebooks_are_in_teaching_order():
