@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 
 from .data import BatchAugment, ImageDataset, load_dataset
+from .progress import progress_bar
 from .device import PRECISIONS, autocast_context, choose_precision, describe_device, grad_scaler, pick_device
 from .masks import MaskConfig, Masks, MaskSampler, default_mask_config
 from .cnn import CNNConfig, ConvEncoder, cnn_config_from_size
@@ -559,8 +560,7 @@ class Trainer:
         self._last_saved_step = self.step
         bar = None
         if self.progress:
-            from tqdm.auto import tqdm
-            bar = tqdm(total=self.total_steps, initial=self.step, desc="train", leave=True)
+            bar = progress_bar(self.total_steps, initial=self.step, desc="train")
 
         interval_loss, interval_steps, interval_images, interval_start = 0.0, 0, 0, time.perf_counter()
         interval_parts: dict[str, float] = {}          # embedding_loss / pixel_loss of the other objectives
