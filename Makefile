@@ -12,8 +12,20 @@ CHECKPOINT_STEPS ?= 10400
 
 setup: $(VENV)/.installed
 
+# If $(PYTHON) can already import torch (and is not itself a venv, whose packages a new venv cannot
+# see), the venv is created with --system-site-packages: that torch is reused, not installed again
+# (the requirement on torch is loose; only a torchvision that pip must add and that pins another
+# torch would pull a second one into the venv). Otherwise a plain venv, and pip installs PyTorch.
+HAS_TORCH = $(PYTHON) -c "import sys, torch; sys.exit(sys.prefix != sys.base_prefix)" >/dev/null 2>&1
+
 $(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+	@if $(HAS_TORCH); then \
+		echo "$(PYTHON) has torch: creating $(VENV) with --system-site-packages to reuse it"; \
+		$(PYTHON) -m venv --system-site-packages $(VENV); \
+	else \
+		echo "no torch to reuse in $(PYTHON): creating a plain $(VENV); pip installs PyTorch"; \
+		$(PYTHON) -m venv $(VENV); \
+	fi
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install -e ".[course,dev]"
 	touch $@
