@@ -63,7 +63,7 @@ PROFILES: dict[str, Profile] = {
                    probe_test_images=2_000, umap_points=2_000, show_images=32),
     # Training is set in minutes, not steps: the same notebook runs on a T4 and on an H100, whose
     # speeds differ several times over. The fixed-step demonstrations (notebooks 04, 08) are short.
-    "gpu": Profile("gpu", data="cifar10", model="small", train_minutes=5.0, train_steps=None, batch_size=256,
+    "gpu": Profile("gpu", data="cifar10", model="small", train_minutes=4.0, train_steps=None, batch_size=256,
                    train_images=50_000, demo_steps=600, demo_batch_size=256, probe_train_images=20_000,
                    probe_test_images=10_000, umap_points=5_000, show_images=32),
 }
