@@ -12,7 +12,7 @@ achieved, which bound how many steps any implementation could fit into a budget 
 Why one run can stand for several budgets: after the 100-step warm-up the default schedules are
 flat (constant lr, weight decay and EMA momentum), so the state after N steps of a long run is the
 state a run of N steps would end in. On 2 cores with 2 data-parallel processes a 5-minute budget
-does ~1300 steps of the default shapes recipe (README), so the marks 1300, 2600, ... read as
+does ~1300 steps of the default shapes recipe (docs/results.md), so the marks 1300, 2600, ... read as
 5, 10, ... minutes there. This script trains in one process (`--threads`, default 1) and does not
 need that speed; it counts steps.
 """

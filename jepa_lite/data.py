@@ -148,8 +148,8 @@ _NUM_PARAMS = _P_DISTRACTORS + _D_STRIDE * _MAX_DISTRACTORS
 
 _NOISE_BANK_SIZE = 64
 _SIZE_RANGE = (0.28, 0.42)       # shape size r (~ its radius) as a fraction of the image size: objects fill
-                                 # much of the image, so most target blocks cut into one (JEPA learned ~2x
-                                 # more from 5 min with these than with 0.18-0.34, see README)
+                                 # much of the image, so most target blocks cut into one (JEPA learned
+                                 # more with these than with 0.18-0.34, see docs/results.md)
 
 # star: a pentagram is the set of points inside at least 4 of the 5 lines through its tips
 # (the inner pentagon is inside all 5; each tip is outside exactly 1); this avoids a per-pixel atan2.

@@ -72,8 +72,8 @@ def normalize_targets(tokens: torch.Tensor, kind: str = "instance", eps: float =
         such as the background colour of a shapes image or the colour cast of a photo, leaves the
         targets; what is left is how each token differs from the rest of its image: edges, parts,
         where the object is. Predicting the shared part is easy (any context token shows it), and
-        with layer-normed targets alone much of a short run goes into encoding it. On shapes after
-        700 steps: linear probe 44.1% vs 34.2% (README).
+        with layer-normed targets alone much of a short run goes into encoding it (docs/results.md
+        compares the two on shapes and CIFAR-10).
     "none": the raw output (the collapse lesson's counter-example)."""
     if kind == "none":
         return tokens

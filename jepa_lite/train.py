@@ -46,7 +46,7 @@ ENCODERS: dict[str, tuple[type, type]] = {
     "cnn": (CNNConfig, ConvEncoder),
 }
 
-# Recipe defaults that depend on the data set (measured, see README "Where it stands"): the shapes'
+# Recipe defaults that depend on the data set (measured, docs/results.md): the shapes'
 # objects fill much of a 32 px image, so strong crops cut them away; smaller batches give a 5-minute
 # CPU run more updates. Real photos (CIFAR-10 and image folders) use the usual I-JEPA crops.
 DATA_DEFAULTS = {
@@ -81,7 +81,7 @@ class TrainConfig:
     # optimisation
     # Short-run defaults: flat after the warm-up. The paper's schedules (cosine lr, weight decay
     # 0.04 -> 0.4, EMA 0.996 -> 1.0) are made for 300 epochs; over ~1000 CPU steps a flat lr, weight
-    # decay and EMA learned more (shapes 40.4% vs 32.7%, CIFAR-10 at 700 steps 42.6% vs 38.8%; README).
+    # decay and EMA learned more on shapes and CIFAR-10 (docs/results.md).
     lr: float = 1.5e-3
     min_lr: float = 1e-5                   # the end of the cosine schedule
     lr_schedule: str = "constant"          # after warmup: "constant" | "cosine" (decay to min_lr)
@@ -90,12 +90,12 @@ class TrainConfig:
     final_weight_decay: float = 0.1        # weight decay moves on a cosine from weight_decay to this
     grad_clip: float | None = 1.0
     # EMA momentum moves linearly from ema_start to ema_end. With instance-normed targets 0.98 learned
-    # more than 0.993 in 700 steps (shapes 47.2% vs 44.1%, CIFAR-10 49.2% vs 47.4%; 0.96: 42.1%; README)
+    # more than 0.993 or 0.96 in 700 steps on shapes and CIFAR-10 (docs/results.md)
     ema_start: float = 0.98
     ema_end: float = 0.98
     loss: str = "smooth_l1"
     # "instance": targets normalised over each image's tokens, then layer-normed; "layer": the paper's
-    # layer norm only. Instance learned faster on short runs (shapes, 700 steps: 44.1% vs 34.2%; README)
+    # layer norm only. Instance learned faster on short runs (docs/results.md)
     target_norm: str = "instance"
     target_mode: str = "ema"
     objective: str = "jepa"                # "jepa" (embeddings) | "pixels" (masked autoencoder) | "both"
