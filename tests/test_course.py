@@ -122,3 +122,19 @@ def test_the_shipped_checkpoint_loads_into_the_current_code():
     with torch.no_grad():
         tokens = model.target_encoder(normalize(make_shapes(4, seed=0).images))
     assert tokens.shape == (4, 64, model.target_encoder.config.embed_dim) and torch.isfinite(tokens).all()
+
+
+def test_gpu_profile_code_path_runs_on_cpu_at_test_sizes(tmp_path):
+    """Notebook 05 on the gpu profile, shrunk: its model, a time budget (not a step count), the
+    precision chosen for the device; shapes stands in for CIFAR-10 (tests never download)."""
+    from jepa_lite.data import make_shapes
+    from jepa_lite.train import TrainConfig, Trainer
+
+    gpu = PROFILES["gpu"]
+    config = TrainConfig(data="shapes", model=gpu.model, batch_size=16, budget_minutes=0.1,
+                         workers=1, log_every=5)
+    trainer = Trainer(config, tmp_path, dataset=make_shapes(64), resume=False, progress=False, log=lambda *a: None)
+    assert trainer.precision == "fp32"                    # what the CPU gets; GPUs: tests/test_device.py
+    result = trainer.run()
+    assert result.steps >= 2 and result.seconds <= 0.1 * 60 + 30
+    assert trainer.total_steps == result.steps            # the budget set the length
