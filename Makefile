@@ -8,7 +8,9 @@ BIN     = $(VENV)/bin
 RUN    ?= runs/shapes
 CHECKPOINT_STEPS ?= 10400
 
-.PHONY: setup course checkpoint test bench clean
+CHECKPOINT08_STEPS ?= 5000
+
+.PHONY: setup course checkpoint checkpoints08 test bench clean
 
 setup: $(VENV)/.installed
 
@@ -38,6 +40,10 @@ checkpoint: setup
 	OMP_NUM_THREADS=1 $(BIN)/jepa-lite train --data shapes --steps $(CHECKPOINT_STEPS) --workers 1 \
 		--log-every 100 --out $(RUN) --no-resume --quiet
 	$(BIN)/python -c "import shutil; shutil.copy('$(RUN)/checkpoint.pt', 'data/shapes_tiny.pt')"
+
+# notebook 08's three checkpoints (JEPA / pixels / both, equal steps): data/notebook08/*.pt
+checkpoints08: setup
+	PYTHON=$(BIN)/python bash benchmarks/make_notebook08_checkpoints.sh $(CHECKPOINT08_STEPS)
 
 test: setup
 	$(BIN)/python -m pytest
