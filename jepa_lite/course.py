@@ -250,7 +250,7 @@ threading.Thread(target=sample, daemon=True).start()
 nb = nbformat.read(source, as_version=4)
 # one extra cell, removed before writing: the accelerator's peak memory as torch's allocator saw it
 nb.cells.append(nbformat.v4.new_code_cell(
-    "import torch as _t\n"
+    "import torch as _t\\n"
     "print('__peak_accelerator_bytes__', _t.cuda.max_memory_reserved() if _t.cuda.is_available() else "
     "(_t.mps.driver_allocated_memory() if getattr(_t.backends, 'mps', None) and _t.backends.mps.is_available() "
     "else 0))"))
