@@ -138,3 +138,21 @@ def test_gpu_profile_code_path_runs_on_cpu_at_test_sizes(tmp_path):
     result = trainer.run()
     assert result.steps >= 2 and result.seconds <= 0.1 * 60 + 30
     assert trainer.total_steps == result.steps            # the budget set the length
+
+
+def test_run_course_executes_and_reports_time_and_memory(tmp_path, monkeypatch):
+    """run_course's own runner (a fresh kernel per notebook) on a two-cell notebook."""
+    nbformat = pytest.importorskip("nbformat")
+    pytest.importorskip("nbconvert")
+    notebook = tmp_path / "00_tiny.ipynb"
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = [0] * 1000\nprint(len(x))")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, notebook)
+    monkeypatch.setattr(course, "course_notebooks", lambda folder=None: [notebook])
+    lines = []
+    results = course.run_course(tmp_path / "out", profile="test", log=lines.append)
+    assert [r["notebook"] for r in results] == ["00_tiny.ipynb"]
+    assert results[0]["peak_memory_mib"] > 0 and results[0]["peak_accelerator_memory_mib"] == 0
+    executed = nbformat.read(tmp_path / "out" / "00_tiny.ipynb", as_version=4)
+    assert len(executed.cells) == 1 and executed.cells[0].outputs[0]["text"] == "1000\n"   # the probe cell is gone
+    assert any("00_tiny.ipynb" in line and "peak memory" in line for line in lines)
