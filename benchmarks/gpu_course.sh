@@ -103,8 +103,11 @@ pack() {   # the executed notebooks and runs/' small records; under 16 MiB, else
 }
 trap pack EXIT
 
-read -r -a only <<< "${COURSE_ONLY:-}"
-args=(course --profile "${COURSE_PROFILE:-gpu}" --out "$NB")
-[ ${#only[@]} -eq 0 ] || args+=(--only "${only[@]}")
-echo "python3 -m jepa_lite.cli ${args[*]}"
-python3 -m jepa_lite.cli "${args[@]}" 2>&1 | tee "$OUT/course.log"
+read -r -a only <<< "${COURSE_ONLY:-00 01 02 03 04 05 06 07 08}"
+# one notebook per call, so that a failing notebook is reported and the later ones still run
+# (notebook 06 finds notebook 05's run in runs/, which persists between calls)
+for nb in "${only[@]}"; do
+  echo "python3 -m jepa_lite.cli course --profile ${COURSE_PROFILE:-gpu} --only $nb"
+  python3 -m jepa_lite.cli course --profile "${COURSE_PROFILE:-gpu}" --out "$NB" --only "$nb" 2>&1 \
+    | tee -a "$OUT/course.log" || echo "notebook $nb FAILED" | tee -a "$OUT/course.log"
+done
