@@ -14,7 +14,8 @@ mkdir -p data/notebook08
 train() {
     OMP_NUM_THREADS=1 "$PY" -m jepa_lite.cli train --data shapes --objective "$1" --steps "$STEPS" --workers 1 \
         --log-every 100 --out "runs/notebook08-$1" --no-resume --quiet
-    "$PY" -c "import sys, torch; c = torch.load(sys.argv[1], weights_only=True); c.pop('optimizer', None); \
+    "$PY" -c "import sys, torch; c = torch.load(sys.argv[1], weights_only=True, map_location='cpu'); \
+c.pop('optimizer', None); \
 torch.save(c, sys.argv[2])" "runs/notebook08-$1/checkpoint.pt" "data/notebook08/$1.pt"
     echo "data/notebook08/$1.pt written"
 }
