@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .data import ImageDataset, normalize
+from .device import autocast_context
 
 
 def last_layer_outputs(encoder: nn.Module, x: torch.Tensor, layers: int = 1) -> list[torch.Tensor]:
@@ -35,13 +36,15 @@ def last_layer_outputs(encoder: nn.Module, x: torch.Tensor, layers: int = 1) -> 
 
 
 @torch.no_grad()
-def extract_features(encoder: nn.Module, images: torch.Tensor, batch_size: int = 512, layers: int = 1,
+def extract_features(encoder: nn.Module, images: torch.Tensor, batch_size: int = 128, layers: int = 1,
                      device: torch.device | str | None = None) -> torch.Tensor:
     """Frozen features of uint8 images [N, 3, H, W] -> float32 [N, layers * D] on the CPU.
 
     Each of the last `layers` blocks' outputs is average-pooled over tokens (not over channels)
     and layer-normed, then concatenated; layers=1 reads the encoder's final output.
-    Encoders without `layer_outputs` (see the encoder contract in models.py) support layers=1."""
+    Encoders without `layer_outputs` (see the encoder contract in models.py) support layers=1.
+    On a GPU the forward pass runs in the precision device.choose_precision picks for it; batches
+    of 128 keep the peak memory of a notebook kernel low."""
     if layers < 1:
         raise ValueError(f"layers must be >= 1, got {layers}")
     device = torch.device(device) if device is not None else next(encoder.parameters()).device
@@ -49,7 +52,8 @@ def extract_features(encoder: nn.Module, images: torch.Tensor, batch_size: int =
     encoder.eval()
     chunks = []
     for start in range(0, images.shape[0], batch_size):
-        outputs = last_layer_outputs(encoder, normalize(images[start:start + batch_size].to(device)), layers)
+        with autocast_context(device):
+            outputs = last_layer_outputs(encoder, normalize(images[start:start + batch_size].to(device)), layers)
         pooled = [F.layer_norm(o.float().mean(dim=1), (o.shape[-1],)) for o in outputs]
         chunks.append(torch.cat(pooled, dim=1).cpu())
     encoder.train(was_training)
