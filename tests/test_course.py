@@ -156,3 +156,14 @@ def test_run_course_executes_and_reports_time_and_memory(tmp_path, monkeypatch):
     executed = nbformat.read(tmp_path / "out" / "00_tiny.ipynb", as_version=4)
     assert len(executed.cells) == 1 and executed.cells[0].outputs[0]["text"] == "1000\n"   # the probe cell is gone
     assert any("00_tiny.ipynb" in line and "peak memory" in line for line in lines)
+
+
+def test_expected_minutes_table_lists_every_notebook(monkeypatch):
+    first, *rest = [p.name for p in course.course_notebooks()]
+    monkeypatch.setitem(course.EXPECTED_MINUTES, "cpu", {first: 1.5})
+    table = course.expected_minutes_table(PROFILES["cpu"]).splitlines()
+    assert table[0].startswith(first) and table[0].endswith("~ 1.5 min")
+    assert all(line.endswith("not measured") for line in table[1:-1]) and len(table) == len(rest) + 2
+    assert "(measured ones)" in table[-1]
+    monkeypatch.setitem(course.EXPECTED_MINUTES, "cpu", {})
+    assert "no measured times" in course.expected_minutes_table(PROFILES["cpu"])
