@@ -31,7 +31,8 @@ from jepa_lite.train import DATA_DEFAULTS, TrainConfig  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=1400, help="1400 ~ a 5-minute JEPA run on 2 cores (docs/results.md)")
+    parser.add_argument("--steps", type=int, default=1400,
+                        help="1400 ~ a 5-minute JEPA run on 2 cores (docs/results.md)")
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()

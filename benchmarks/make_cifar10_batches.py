@@ -153,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     for label, name in enumerate(CLASSES):
         files = image_files(root / name)
         if len(files) <= args.test_per_class:
-            raise SystemExit(f"{root / name}: {len(files)} images, not more than --test-per-class {args.test_per_class}")
+            raise SystemExit(f"{root / name}: {len(files)} images, "
+                             f"not more than --test-per-class {args.test_per_class}")
         cut = len(files) - args.test_per_class
         train_files += files[:cut]
         train_labels += [label] * cut
@@ -175,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     test_order = rng.permutation(len(test_files))
     files = [test_files[i] for i in test_order]
     md5["test_batch"] = write_pickle(out / "test_batch", {
-        "batch_label": "testing batch 1 of 1 (held-out training images)", "labels": [test_labels[i] for i in test_order],
+        "batch_label": "testing batch 1 of 1 (held-out training images)",
+        "labels": [test_labels[i] for i in test_order],
         "data": read_rows(files), "filenames": [f"{p.parent.name}/{p.name}" for p in files]})
     print(f"test_batch: {len(files)} images (the last {args.test_per_class} of each class)", flush=True)
     md5["batches.meta"] = write_pickle(out / "batches.meta", {

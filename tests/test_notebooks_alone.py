@@ -59,7 +59,9 @@ def test_notebook_runs_alone_and_names_its_checkpoint(fresh_copy, name):
         "import sys, nbformat\n"
         "from nbclient import NotebookClient\n"
         "nb = nbformat.read(sys.argv[1], as_version=4)\n"
-        "NotebookClient(nb, timeout=900, kernel_name='python3', resources={'metadata': {'path': sys.argv[2]}}).execute()\n"
+        "client = NotebookClient(nb, timeout=900, kernel_name='python3',\n"
+        "                        resources={'metadata': {'path': sys.argv[2]}})\n"
+        "client.execute()\n"
         "nbformat.write(nb, sys.argv[3])\n"
     )
     executed = fresh_copy / f"executed-{name}"
