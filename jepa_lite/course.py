@@ -95,9 +95,14 @@ def active_profile(name: str | None = None) -> Profile:
     return PROFILES[chosen]
 
 
+ROOT_ENV = "JEPA_LITE_ROOT"
+
+
 def repo_root() -> Path:
-    """The checkout this package lives in (notebooks/, data/ and runs/ are under it)."""
-    return Path(__file__).resolve().parents[1]
+    """The course folder whose notebooks/, data/ and runs/ are used: $JEPA_LITE_ROOT when set (a
+    copy of the course, or jepa_lite installed apart from it), else the checkout this package is in."""
+    forced = os.environ.get(ROOT_ENV, "").strip()
+    return Path(forced).resolve() if forced else Path(__file__).resolve().parents[1]
 
 
 def data_root() -> Path:

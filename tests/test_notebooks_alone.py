@@ -2,8 +2,8 @@
 course with no run of notebook 05 anywhere (no runs/ folder, no Google Drive).
 
 Each must run to the end on the shipped checkpoints and say, in its output, which checkpoint it
-uses. The copy holds the package, the notebooks and the shipped files in data/ only, and its own
-jepa_lite comes first on the kernel's path, so nothing of this checkout's runs/ can leak in.
+uses. The copy holds the package, the notebooks and the shipped files in data/ only, and
+JEPA_LITE_ROOT points the course at it, so nothing of this checkout's runs/ can leak in.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import pytest
 nbformat = pytest.importorskip("nbformat")
 pytest.importorskip("nbclient")
 
-from jepa_lite.course import SHIPPED_CHECKPOINT, repo_root  # noqa: E402
+from jepa_lite.course import ROOT_ENV, SHIPPED_CHECKPOINT, repo_root  # noqa: E402
 
 NOTEBOOKS = {
     "06_what_it_learned.ipynb": SHIPPED_CHECKPOINT,
@@ -43,14 +43,14 @@ def fresh_copy(tmp_path_factory) -> Path:
 
 def _environment(copy: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("JEPA_LITE_DRIVE", "MPLBACKEND")}
-    env.update(JEPA_LITE_PROFILE="test", PYTHONPATH=str(copy))
+    env.update({"JEPA_LITE_PROFILE": "test", ROOT_ENV: str(copy)})
     return env
 
 
-def test_the_copy_imports_its_own_package(fresh_copy):
-    where = subprocess.run([sys.executable, "-c", "import jepa_lite; print(jepa_lite.__file__)"],
+def test_the_course_uses_the_copy(fresh_copy):
+    where = subprocess.run([sys.executable, "-c", "from jepa_lite.course import repo_root; print(repo_root())"],
                            env=_environment(fresh_copy), capture_output=True, text=True, check=True).stdout
-    assert Path(where.strip()).is_relative_to(fresh_copy), where
+    assert Path(where.strip()) == fresh_copy.resolve(), where
 
 
 @pytest.mark.parametrize("name", list(NOTEBOOKS))
