@@ -235,3 +235,81 @@ def expected_minutes_table(profile: Profile) -> str:
              for path in course_notebooks()]
     total = f"~{sum(measured.values()):4.1f} min" + ("" if len(measured) == len(lines) else " (measured ones)")
     return "\n".join(lines + [f"{'all notebooks':40s} {total}"])
+
+
+_RUN_ONE = """
+import resource, sys, threading, time, nbformat, psutil
+from nbconvert.preprocessors import ExecutePreprocessor
+source, target, timeout = sys.argv[1], sys.argv[2], int(sys.argv[3])
+peak = [0]
+def sample():   # the kernel and its children (data-parallel helpers) together, every 0.25 s
+    me = psutil.Process()
+    while True:
+        total = 0
+        for child in me.children(recursive=True):
+            try:   # PSS counts shared pages (the helpers' shared image cache) once, as a cgroup limit does
+                info = child.memory_full_info()
+                total += getattr(info, "pss", info.rss)
+            except psutil.Error:
+                pass
+        peak[0] = max(peak[0], total)
+        time.sleep(0.25)
+threading.Thread(target=sample, daemon=True).start()
+nb = nbformat.read(source, as_version=4)
+# one extra cell, removed before writing: the accelerator's peak memory as torch's allocator saw it
+nb.cells.append(nbformat.v4.new_code_cell(
+    "import torch as _t\\n"
+    "print('__peak_accelerator_bytes__', _t.cuda.max_memory_reserved() if _t.cuda.is_available() else "
+    "(_t.mps.driver_allocated_memory() if getattr(_t.backends, 'mps', None) and _t.backends.mps.is_available() "
+    "else 0))"))
+ExecutePreprocessor(timeout=timeout, kernel_name="python3").preprocess(nb, {"metadata": {"path": sys.argv[4]}})
+probe = nb.cells.pop()
+accelerator = 0
+for output in probe.get("outputs", []):
+    for line in output.get("text", "").splitlines():
+        if line.startswith("__peak_accelerator_bytes__"):
+            accelerator = int(line.split()[1])
+nbformat.write(nb, target)
+print(max(peak[0] // 1024, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss), accelerator // 1024)   # KiB
+"""
+
+
+def run_course(out_dir: str | Path = "build/notebooks", profile: str | None = None,
+               only: list[str] | None = None, timeout: int = 1800, log=print) -> list[dict]:
+    """Execute every notebook in order, each in a fresh kernel, into `out_dir` (the sources are not
+    touched). Prints wall time and the peak memory of the kernel and its helper processes together
+    per notebook, then notebook 06's probe table. Returns one dict per notebook."""
+    import subprocess
+    import sys
+    import time
+
+    chosen = active_profile(profile)
+    env = {**os.environ, PROFILE_ENV: chosen.name}
+    env.pop("MPLBACKEND", None)                       # the kernels use the inline backend
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    notebooks = course_notebooks()
+    if only:
+        notebooks = [p for p in notebooks if any(p.name.startswith(o) for o in only)]
+        if not notebooks:
+            raise ValueError(f"no notebook matches {only}; valid: {[p.name for p in course_notebooks()]}")
+    log(chosen.summary())
+    results = []
+    for path in notebooks:
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, "-c", _RUN_ONE, str(path), str(out / path.name), str(timeout),
+                               str(path.parent)], env=env, capture_output=True, text=True)
+        seconds = time.perf_counter() - start
+        if done.returncode != 0:
+            tail = "\n".join(done.stderr.strip().splitlines()[-15:])
+            raise RuntimeError(f"{path.name} failed after {seconds:.0f} s:\n{tail}")
+        host_kib, accelerator_kib = (int(x) for x in done.stdout.strip().splitlines()[-1].split())
+        peak_mib, accelerator_mib = host_kib / 1024, accelerator_kib / 1024
+        results.append({"notebook": path.name, "seconds": seconds, "peak_memory_mib": peak_mib,
+                         "peak_accelerator_memory_mib": accelerator_mib})
+        gpu = f"   peak GPU memory {accelerator_mib:6.0f} MiB" if accelerator_kib else ""
+        log(f"{path.name:36s} {seconds:6.0f} s   peak memory {peak_mib:6.0f} MiB{gpu}")
+    table = probe_table_path(chosen)
+    if table.exists():
+        log("\n" + table.read_text())
+    return results
