@@ -210,12 +210,6 @@ def find_checkpoint(profile: Profile) -> CheckpointChoice:
     return CheckpointChoice(shipped, "shipped", data, steps, minutes, message)
 
 
-def pick_checkpoint(profile: Profile) -> tuple[Path, str]:
-    """(path, short description) of find_checkpoint's choice, for older callers."""
-    choice = find_checkpoint(profile)
-    return choice.path, choice.message
-
-
 # ---------------------------------------------------------------------------------------------
 # running the whole course (`jepa-lite course`, `make course`)
 

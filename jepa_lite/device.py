@@ -95,6 +95,6 @@ def describe_device(device: torch.device, amp: str = "auto") -> str:
         name, why = f"{device.type} ({torch.get_num_threads()} threads)", "CPUs run float32 unless asked"
     what = {"bf16": "bf16 autocast", "fp16": "fp16 autocast with a gradient scaler",
             "fp32": "float32"}[precision]
-    if amp not in ("auto",):
+    if amp != "auto":
         why = f"asked for amp={amp!r}"
     return f"device {name}: {what} ({why})"

@@ -2,7 +2,6 @@
 import pytest
 import torch
 
-from jepa_lite import device as dev
 from jepa_lite.device import autocast_context, choose_precision, describe_device, grad_scaler
 
 
@@ -58,7 +57,6 @@ def test_trainer_uses_a_gradient_scaler_for_fp16_only(fake_cuda, monkeypatch, tm
 
     fake_cuda((7, 5), "Tesla T4")
     seen = []
-    monkeypatch.setattr(dev, "choose_precision", lambda device, amp="auto": "fp16")
     import jepa_lite.train as train_module
     monkeypatch.setattr(train_module, "choose_precision", lambda device, amp="auto": "fp16")
 
