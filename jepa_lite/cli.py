@@ -17,6 +17,7 @@ import typing
 from dataclasses import MISSING, fields
 from pathlib import Path
 
+from .errors import JepaLiteError, TrainingStopped
 from .train import DATA_DEFAULTS, TrainConfig
 
 _HIDDEN = {"mask"}     # set through --mask key=value
@@ -198,7 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FloatingPointError, RuntimeError) as error:
+    except TrainingStopped as stopped:      # the checkpoint is written, and the trainer said how to resume
+        return 128 + stopped.signal_number
+    except (JepaLiteError, ValueError, FileNotFoundError, FloatingPointError) as error:   # expected: one line
         print(f"jepa-lite {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -18,11 +18,15 @@ JEPA_LITE_PROFILE=test|cpu|gpu forces one (the notebooks' conftest sets "test").
 """
 from __future__ import annotations
 
+import ctypes
+import gc
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+
+from .errors import NotebookFailed
 
 PROFILE_ENV = "JEPA_LITE_PROFILE"
 
@@ -213,6 +217,26 @@ def find_checkpoint(profile: Profile) -> CheckpointChoice:
 # ---------------------------------------------------------------------------------------------
 # running the whole course (`jepa-lite course`, `make course`)
 
+def release_memory() -> None:
+    """Free what is no longer referenced, then hand the freed memory back to the operating system,
+    so that the next training run of a notebook starts lower (a Binder pod has 2 GB)."""
+    gc.collect()
+    try:   # glibc (Linux) keeps freed heap for reuse; malloc_trim returns it
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):   # no glibc (macOS, Windows): nothing to trim
+        pass
+
+
+def free_large_tensors_at_once(threshold_bytes: int = 1 << 20) -> None:
+    """glibc (Linux) only: blocks of `threshold_bytes` and more get pages of their own, returned to the
+    system as soon as they are freed instead of staying in the heap between training steps;
+    elsewhere there is nothing to set."""
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-3, threshold_bytes)   # -3 = M_MMAP_THRESHOLD, in bytes
+    except (OSError, AttributeError):
+        pass
+
+
 def course_notebooks(folder: Path | None = None) -> list[Path]:
     """The course's notebooks in teaching order (notebooks/NN_*.ipynb)."""
     folder = folder or repo_root() / "notebooks"
@@ -300,7 +324,7 @@ def run_course(out_dir: str | Path = "build/notebooks", profile: str | None = No
         seconds = time.perf_counter() - start
         if done.returncode != 0:
             tail = "\n".join(done.stderr.strip().splitlines()[-15:])
-            raise RuntimeError(f"{path.name} failed after {seconds:.0f} s:\n{tail}")
+            raise NotebookFailed(f"{path.name} failed after {seconds:.0f} s:\n{tail}")
         host_kib, accelerator_kib = (int(x) for x in done.stdout.strip().splitlines()[-1].split())
         peak_mib, accelerator_mib = host_kib / 1024, accelerator_kib / 1024
         results.append({"notebook": path.name, "seconds": seconds, "peak_memory_mib": peak_mib,

@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .errors import DataUnavailable
+
 DATASET_SPECS = """\
 Supported data set specs (load_dataset(spec, split, ...)):
   shapes             procedural, offline: 10 shape classes under random colours, pose and clutter.
@@ -430,8 +432,8 @@ def _load_torchvision(name: str, split: str, root: Path, image_size: int | None,
             labels = torch.from_numpy(tv.labels.astype(np.int64))                  # -1 for "unlabeled"
     except Exception as e:  # offline download (URLError, ...), missing or corrupt files
         folder = "cifar-10-batches-py" if name == "cifar10" else "stl10_binary"
-        raise RuntimeError(
-            f"could not load {name} ({split}) from {root}: {type(e).__name__}: {e}\n"
+        raise DataUnavailable(
+            f"could not load {name} ({split}) from {root}: {type(e).__name__}: {e}. "
             f"To use {name}, either allow the download (needs network), or put the extracted torchvision files "
             f"into {root}/{folder}/ (or the original archive into {root}/) and pass --data-root {root}. "
             f"Offline alternatives: --data shapes (procedural, no files needed) or --data imagefolder:PATH."
@@ -691,6 +693,27 @@ class BatchAugment:
         theta = theta.to(device=x.device, dtype=x.dtype)
         grid = F.affine_grid(theta, [B, 3, out_h, out_w], align_corners=False)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+COLOUR_VIEWS = ("same", "target", "both")
+
+
+def scramble_colours(images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """The same pictures in other colours: each image's channels are shuffled by a random
+    permutation and each channel is inverted (v -> 1 - v) with probability 1/2, 48 colourings in all.
+    Edges, shapes and textures stay; which colour is where does not. images: [B, 3, H, W] normalised
+    as `normalize` makes them; returns the same shape and normalisation."""
+    B = images.shape[0]
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    order = torch.argsort(torch.rand(B, 3, generator=generator, device=gen_device), dim=1)
+    invert = torch.rand(B, 3, generator=generator, device=gen_device) < 0.5
+    mean = torch.tensor(NORM_MEAN, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(NORM_STD, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    pixels = images * std + mean                                    # back to [0, 1]
+    index = order.to(images.device).view(B, 3, 1, 1).expand_as(pixels)
+    pixels = pixels.gather(1, index)
+    pixels = torch.where(invert.to(images.device).view(B, 3, 1, 1), 1.0 - pixels, pixels)
+    return (pixels - mean) / std
 
 
 def iterate_batches(dataset: ImageDataset, batch_size: int, generator: torch.Generator,

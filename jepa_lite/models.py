@@ -227,18 +227,28 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = MLP(dim, int(dim * mlp_ratio))
         self.drop_path = drop_path
+        self.generator: torch.Generator | None = None     # a CPU generator for the drop masks (set_drop_path_generator)
 
     def _drop(self, residual: torch.Tensor) -> torch.Tensor:
         # stochastic depth: drop the whole residual branch for some samples while training
         if not self.training or self.drop_path == 0.0:
             return residual
         keep = 1.0 - self.drop_path
-        mask = torch.rand(residual.shape[0], 1, 1, device=residual.device) < keep
+        # drawn on the CPU from the block's own generator (when it has one), so that training leaves the
+        # global random state alone and a resumed run draws the same masks
+        mask = (torch.rand(residual.shape[0], 1, 1, generator=self.generator) < keep).to(residual.device)
         return residual * mask.to(residual.dtype) / keep
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         x = x + self._drop(self.attn(self.norm1(x), attn_mask))
         return x + self._drop(self.mlp(self.norm2(x)))
+
+
+def set_drop_path_generator(module: nn.Module, generator: torch.Generator | None) -> None:
+    """Every transformer block inside `module` draws its stochastic-depth masks from `generator`."""
+    for block in module.modules():
+        if isinstance(block, Block):
+            block.generator = generator
 
 
 def init_weights(module: nn.Module, blocks: nn.ModuleList) -> None:

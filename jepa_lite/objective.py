@@ -257,13 +257,15 @@ class JEPA(nn.Module):
         return normalize_patches(pixels) if self.pixel_norm else pixels
 
     def forward(self, images: torch.Tensor, context_indices: torch.Tensor,
-                target_indices: torch.Tensor) -> dict[str, torch.Tensor]:
+                target_indices: torch.Tensor, target_images: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """images: [B, C, H, W]; context_indices: [B, K_ctx]; target_indices: [B, T, K_tgt]
-        (a `Masks` from jepa_lite.masks holds both).
+        (a `Masks` from jepa_lite.masks holds both); target_images: what the target encoder sees
+        (default: `images`; the same pictures in other colours with `colour_views`, train.py).
         Returns dict(loss: scalar, predictions, targets: [B, T, K_tgt, D], target_tokens: [B, N, D]);
         objective "both" adds embedding_loss and pixel_loss (scalars), the pixel objectives add
         pixel_loss, reconstruction and target_pixels ([B, T, K_tgt, C * p * p])."""
-        z_t, full = self.targets(images, target_indices)
+        target_images = images if target_images is None else target_images
+        z_t, full = self.targets(target_images, target_indices)
         z_c = self.context_encoder(images, context_indices)                   # [B, K_ctx, D]
         z_hat = self.predictor(z_c, context_indices, target_indices)          # [B, T, K_tgt, D]
         out = {"predictions": z_hat, "targets": z_t, "target_tokens": full}
@@ -271,7 +273,7 @@ class JEPA(nn.Module):
             out["loss"] = embedding_loss(z_hat.float(), z_t.float(), self.loss_kind)
             return out
         reconstruction = self.pixel_head(z_hat)                               # [B, T, K_tgt, P]
-        target_pixels = self.target_pixels(images, target_indices)
+        target_pixels = self.target_pixels(target_images, target_indices)
         out["pixel_loss"] = pixel_loss(reconstruction.float(), target_pixels.float())
         out["reconstruction"], out["target_pixels"] = reconstruction, target_pixels
         if self.objective == "pixels":

@@ -36,6 +36,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from .errors import HelperFailed
+
 # A step of the models meant for CPU takes well under a second; checkpoints are written by rank 0
 # between steps while helpers wait in the next all-reduce, so allow minutes, not hours.
 COLLECTIVE_TIMEOUT_S = 300
@@ -194,12 +196,12 @@ class HelperProcesses:
 
         for rank, (pipe, process) in enumerate(zip(pipes, self.processes), 1):
             if not wait([pipe, process.sentinel], timeout=timeout):
-                raise RuntimeError(f"data-parallel helper rank {rank} did not start within {timeout} s")
+                raise HelperFailed(f"data-parallel helper rank {rank} did not start within {timeout} s")
             try:
                 pipe.recv()
             except EOFError:
                 process.join(timeout=5)
-                raise RuntimeError(
+                raise HelperFailed(
                     f"data-parallel helper rank {rank} exited (code {process.exitcode}) before starting; its error "
                     f"is printed above. Helpers are started with the 'spawn' method, which re-imports the main "
                     f"script: a script that trains with workers > 1 needs the `if __name__ == \"__main__\":` "

@@ -17,6 +17,9 @@ import copy
 import json
 import math
 import os
+import pickle
+import signal
+import threading
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -25,15 +28,16 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .data import BatchAugment, ImageDataset, load_dataset
+from .data import COLOUR_VIEWS, BatchAugment, ImageDataset, load_dataset, scramble_colours
 from .progress import progress_bar
 from .device import PRECISIONS, autocast_context, choose_precision, describe_device, grad_scaler, pick_device
 from .masks import MaskConfig, Masks, MaskSampler, default_mask_config
 from .cnn import CNNConfig, ConvEncoder, cnn_config_from_size
-from .models import Predictor, PredictorConfig, ViTConfig, VisionTransformer, model_configs
+from .models import Predictor, PredictorConfig, ViTConfig, VisionTransformer, model_configs, set_drop_path_generator
 from .objective import (JEPA, LOSSES, OBJECTIVES, TARGET_MODES, TARGET_NORMS, across_image_share, ema_momentum,
                         embedding_std, rankme)
 from . import parallel
+from .errors import CheckpointError, HelperFailed, TrainingStopped
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_FORMAT = "jepa_lite/1"
@@ -104,6 +108,10 @@ class TrainConfig:
     mask: dict = field(default_factory=dict)      # overrides of default_mask_config's fields
     crop_scale: tuple[float, float] | None = None    # random-resized-crop area range; default: DATA_DEFAULTS
     hflip: bool = True
+    # "same": both encoders see the same colours (the paper); "target": the target encoder sees the
+    # picture with its colours scrambled (data.scramble_colours), so a colour is no longer a target
+    # the predictor can guess from the context; "both": each encoder sees its own scrambled colours
+    colour_views: str = "same"
     # machinery
     seed: int = 0
     device: str = "auto"
@@ -157,6 +165,8 @@ class TrainConfig:
             self.amp = "fp32"
         if self.amp not in PRECISIONS:
             raise ValueError(f"unknown amp {self.amp!r}; valid: {', '.join(PRECISIONS)}")
+        if self.colour_views not in COLOUR_VIEWS:
+            raise ValueError(f"unknown colour_views {self.colour_views!r}; valid: {COLOUR_VIEWS}")
         if not (0 < self.crop_scale[0] <= self.crop_scale[1] <= 1):
             raise ValueError(f"crop_scale must satisfy 0 < min <= max <= 1, got {self.crop_scale}")
 
@@ -277,16 +287,36 @@ def write_json_atomic(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+# what every checkpoint written by Trainer.state() holds (newer keys are optional: see Trainer._restore)
+CHECKPOINT_KEYS = ("train_config", "encoder_config", "predictor_config", "mask_config", "data",
+                   "context_encoder", "target_encoder", "predictor", "step")
+
+
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    """Load a checkpoint written by `train` (plain tensors and dicts, weights_only=True)."""
+    """Load a checkpoint written by `train`: plain tensors and dicts only (weights_only=True, so a
+    file holding any other object is refused, never executed). Any unreadable, empty, truncated
+    or foreign file raises CheckpointError with one line that says which file and what is wrong."""
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT_NAME
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes): not a checkpoint")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "weights only" in str(error).lower():      # torch refused a class: not ours, and not loaded
+            raise CheckpointError(f"{path} holds Python objects other than tensors and plain values: it is not a "
+                                  f"jepa_lite checkpoint, and it was not loaded (such a file can run code)") from None
+        raise CheckpointError(f"{path} is not a torch file (is it a checkpoint?)") from None
+    except (RuntimeError, EOFError, OSError, ValueError, IndexError, KeyError):   # torch's zip and tensor readers
+        raise CheckpointError(f"{path} cannot be read: truncated or damaged, or not a torch file") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a jepa_lite checkpoint (expected format {CHECKPOINT_FORMAT!r})")
+        raise CheckpointError(f"{path} is not a jepa_lite checkpoint (expected format {CHECKPOINT_FORMAT!r})")
+    missing = [key for key in CHECKPOINT_KEYS if key not in checkpoint]
+    if missing:
+        raise CheckpointError(f"{path} is an incomplete jepa_lite checkpoint: no {', '.join(missing)}")
     return checkpoint
 
 
@@ -298,9 +328,8 @@ def load_state_dict_checked(module: nn.Module, state_dict: dict, what: str) -> N
     shapes = [f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
               for k in sorted(set(own) & set(state_dict)) if own[k].shape != state_dict[k].shape]
     if missing or unexpected or shapes:
-        raise ValueError(f"checkpoint {what} does not match this architecture:\n"
-                         f"  missing keys: {missing}\n  unexpected keys: {unexpected}\n"
-                         f"  shape mismatches: {shapes}")
+        raise CheckpointError(f"checkpoint {what} does not match this architecture: missing keys {missing}; "
+                              f"unexpected keys {unexpected}; shape mismatches {shapes}")
     module.load_state_dict(state_dict)
 
 
@@ -377,6 +406,8 @@ class Trainer:
         self.model = build_jepa(self.encoder_config, self.predictor_config, config.target_mode, config.loss,
                                 objective=config.objective, pixel_weight=config.pixel_weight,
                                 target_norm=config.target_norm).to(self.device)
+        self.drop_path_generator = torch.Generator()          # seeded per step in train_step
+        set_drop_path_generator(self.model, self.drop_path_generator)
         self.optimizer = torch.optim.AdamW(param_groups(self.model), lr=config.lr, betas=(0.9, 0.95),
                                            weight_decay=config.weight_decay)
         self.scaler = grad_scaler(self.device, self.precision)        # active for fp16 only
@@ -469,16 +500,23 @@ class Trainer:
         indices = batch_indices(len(self.dataset), config.batch_size, config.seed, step).to(self.device)
         images = self.augment(self.dataset.images[indices], generator=step_generator(config.seed, step, 1))
         masks = self.mask_sampler(images.shape[0], generator=step_generator(config.seed, step, 2), device=self.device)
+        target_images = None
+        if config.colour_views != "same":
+            colours = step_generator(config.seed, step, 3)
+            target_images = scramble_colours(images, colours)
+            if config.colour_views == "both":
+                images = scramble_colours(images, colours)
         batch = images.shape[0]
         if self.world > 1:      # every rank drew the whole batch (same crops, same masks); keep our rows
             rows = parallel.rows_of_rank(batch, self.rank, self.world)
             images = images[rows]
+            target_images = None if target_images is None else target_images[rows]
             masks = Masks(masks.context_indices[rows], masks.target_indices[rows], masks.grid_size)
-        torch.manual_seed(config.seed * 7919 + step + 104729 * self.rank)   # drop-path noise, per step and rank
+        self.drop_path_generator.manual_seed(config.seed * 7919 + step + 104729 * self.rank)  # per step and rank
 
         self.model.train()
         with autocast_context(self.device, self.precision):
-            out = self.forward(images, masks.context_indices, masks.target_indices)
+            out = self.forward(images, masks.context_indices, masks.target_indices, target_images)
         loss = out["loss"]
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()         # fp16: scaled so that small gradients survive
@@ -528,7 +566,7 @@ class Trainer:
                 except RuntimeError as e:          # a collective failed: say which helper stopped
                     why = helpers.failure()
                     if why:
-                        raise RuntimeError(f"{why}; the last good checkpoint (step {self._last_saved_step}) "
+                        raise HelperFailed(f"{why}; the last good checkpoint (step {self._last_saved_step}) "
                                            f"is kept at {self.checkpoint_path}") from e
                     raise
         finally:
@@ -554,6 +592,10 @@ class Trainer:
         return bool(reasons)
 
     def _loop(self, until_step: int | None) -> TrainResult:
+        with StopSignals() as signals:
+            return self._loop_until_signal(until_step, signals)
+
+    def _loop_until_signal(self, until_step: int | None, signals: "StopSignals") -> TrainResult:
         config = self.config
         budget = config.budget_minutes * 60 if config.budget_minutes is not None else None
         provisional_total = 10 ** 6                  # before the speed is measured (budget runs)
@@ -572,6 +614,7 @@ class Trainer:
             total = self.total_steps or provisional_total
             stop = (self.step >= total or (until_step is not None and self.step >= until_step)
                     or (budget is not None and time.perf_counter() - run_start >= budget))
+            stop = stop or signals.received is not None
             if self.world > 1:
                 stop, total = parallel.agree(stop, total)       # the helpers follow rank 0's clock
             if stop:
@@ -627,6 +670,16 @@ class Trainer:
                 self._last_saved_step = self.step
                 last_save = time.perf_counter()
 
+        if signals.received is not None:          # save what was done, then stop: the same command resumes
+            self.elapsed = time.perf_counter() - run_start
+            self.save()
+            if bar is not None:
+                bar.close()
+            name = signal.Signals(signals.received).name
+            message = (f"stopped by {name} at step {self.step}: checkpoint written to {self.checkpoint_path}; "
+                       f"the same command resumes from it")
+            self.log(message)
+            raise TrainingStopped(message, signals.received)
         paused = until_step is not None and self.step >= until_step
         if not paused and (self.total_steps is None or (budget is not None and self.step < self.total_steps)):
             self.total_steps = self.step             # budget ran out: record what was done
@@ -637,10 +690,45 @@ class Trainer:
         return TrainResult(self.model, self.history, self.checkpoint_path, self.step, self.elapsed)
 
 
+class StopSignals:
+    """While training: Ctrl-C (SIGINT) or SIGTERM only asks the loop to stop; it then writes a
+    checkpoint and raises TrainingStopped. A second signal acts at once as usual. Signal handlers
+    can only be set from the main thread: elsewhere this does nothing."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.received is not None:             # asked twice: give up waiting for the step to end
+            self._restore()
+            signal.raise_signal(signum)
+            return
+        self.received = signum
+
+    def _restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._restore()
+
+
 def _helper_main(rank: int, world: int, store: str, config: TrainConfig, out_dir: str, dataset, state: dict,
                  threads: int) -> None:
     """A data-parallel helper (rank >= 1): rank 0's state, then the steps rank 0 asks for, silently."""
     torch.set_num_threads(threads)
+    for signum in StopSignals.SIGNALS:    # rank 0 decides when to stop (Ctrl-C reaches every process of the group)
+        signal.signal(signum, signal.SIG_IGN)
     parallel.init_group(store, rank, world)
     try:
         # resume=False: the state comes from rank 0, and helpers never write to out_dir

@@ -53,3 +53,57 @@ def test_empty_image_folder_is_a_clear_error(tmp_path, capsys):
 def test_probe_of_missing_checkpoint(tmp_path, capsys):
     assert main(["probe", "--checkpoint", str(tmp_path / "nothing")]) == 2
     assert "no checkpoint" in capsys.readouterr().err
+
+
+class _NotAllowed:
+    """A class torch's weights_only loader refuses: stands for any foreign pickled object."""
+
+
+def _bad_checkpoints(folder, good):
+    """{kind: path} of files that are not usable checkpoints; `good` is a real one to damage."""
+    import collections
+
+    import torch
+
+    files = {"empty": b"", "text": b"hello, not a checkpoint\n", "truncated": good.read_bytes()[:20_000]}
+    paths = {}
+    for kind, data in files.items():
+        paths[kind] = folder / f"{kind}.pt"
+        paths[kind].write_bytes(data)
+    paths["foreign object"] = folder / "foreign.pt"
+    torch.save({"x": _NotAllowed()}, paths["foreign object"])
+    paths["other format"] = folder / "other.pt"
+    torch.save(collections.OrderedDict(weight=torch.zeros(2)), paths["other format"])
+    paths["incomplete"] = folder / "incomplete.pt"
+    torch.save({"format": "jepa_lite/1", "step": 3}, paths["incomplete"])
+    return paths
+
+
+def test_bad_checkpoint_files_are_one_line_errors(tmp_path, capsys):
+    """probe and a resuming train refuse every damaged or foreign file in one line (exit 2) that names
+    it, with no traceback and never torch's advice to turn weights_only off."""
+    run = tmp_path / "run"
+    assert main(["train", "--steps", "1", "--out", str(run), *FAST]) == 0
+    capsys.readouterr()
+    for kind, path in _bad_checkpoints(tmp_path, run / "checkpoint.pt").items():
+        assert main(["probe", "--checkpoint", str(path)]) == 2, kind
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and path.name in err, (kind, err)
+        assert "weights_only" not in err and "Traceback" not in err, (kind, err)
+        resume = tmp_path / f"resume-{path.stem}"
+        resume.mkdir()
+        (resume / "checkpoint.pt").write_bytes(path.read_bytes())
+        assert main(["train", "--steps", "2", "--out", str(resume), *FAST]) == 2, kind
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "checkpoint.pt" in err, (kind, err)
+
+
+def test_unexpected_errors_keep_their_traceback(tmp_path, monkeypatch):
+    """Only expected errors become one line: a bug (here a RuntimeError from inside training) propagates."""
+    import jepa_lite.train as train_module
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("shape bug")
+    monkeypatch.setattr(train_module.Trainer, "train_step", broken)
+    with pytest.raises(RuntimeError, match="shape bug"):
+        main(["train", "--steps", "2", "--out", str(tmp_path / "run"), *FAST])

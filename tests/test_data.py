@@ -356,3 +356,55 @@ def test_no_warnings_on_clean_paths(tmp_path):
         warnings.simplefilter("error")
         load_dataset(f"imagefolder:{tmp_path}", root=None)
         make_shapes(10)
+
+
+def test_scramble_colours_permutes_and_inverts_channels_only():
+    """Each output channel is one input channel, possibly inverted (in [0, 1] pixel values), the three
+    are a permutation, the draw depends only on the generator, and shapes are untouched."""
+    from jepa_lite.data import NORM_MEAN, NORM_STD, normalize, scramble_colours
+
+    images = make_shapes(16, seed=3).images
+    x = normalize(images)
+    out = scramble_colours(x, torch.Generator().manual_seed(0))
+    again = scramble_colours(x, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and torch.equal(out, again)
+    mean, std = torch.tensor(NORM_MEAN).view(1, 3, 1, 1), torch.tensor(NORM_STD).view(1, 3, 1, 1)
+    pixels_in, pixels_out = x * std + mean, out * std + mean
+    changed = 0
+    for b in range(len(images)):
+        sources = []
+        for c in range(3):
+            matches = [(s, inv) for s in range(3) for inv in (False, True)
+                       if torch.allclose(pixels_out[b, c], 1 - pixels_in[b, s] if inv else pixels_in[b, s], atol=1e-5)]
+            assert matches, (b, c)
+            sources.append(matches[0][0])
+        assert sorted(sources) == [0, 1, 2]
+        changed += not torch.allclose(pixels_out[b], pixels_in[b], atol=1e-5)
+    assert changed >= 12                            # 47 of the 48 colourings change the image
+
+
+def test_colour_views_feed_the_encoders_other_colours(tmp_path):
+    """"same" gives both encoders one picture; "target" gives the target encoder a recoloured copy and the
+    context encoder the picture "same" gives it; "both" recolours each view."""
+    from jepa_lite.train import TrainConfig, Trainer
+
+    data = make_shapes(32, seed=0, image_size=16)
+    seen = {}
+    for views in ("same", "target", "both"):
+        config = TrainConfig(steps=1, colour_views=views, model="micro", batch_size=8, image_size=16, patch_size=2,
+                             device="cpu", workers=1)
+        trainer = Trainer(config, tmp_path / views, dataset=data, progress=False, log=lambda *a: None)
+        calls = []
+        model = trainer.forward
+
+        def spy(images, context_indices, target_indices, target_images=None, model=model, calls=calls):
+            calls.append((images.clone(), None if target_images is None else target_images.clone()))
+            return model(images, context_indices, target_indices, target_images)
+        trainer.forward = spy
+        trainer.train_step(0, 1)
+        seen[views] = calls[0]
+    assert seen["same"][1] is None
+    assert torch.equal(seen["target"][0], seen["same"][0]) and not torch.equal(seen["target"][1], seen["same"][0])
+    assert not torch.equal(seen["both"][0], seen["same"][0]) and not torch.equal(seen["both"][1], seen["both"][0])
+    with pytest.raises(ValueError, match="unknown colour_views 'grey'"):
+        TrainConfig(colour_views="grey")

@@ -1,0 +1,112 @@
+"""Does the target encoder file images by colour or by shape? One recipe knob, `colour_views`.
+
+    python benchmarks/bench_colour_views.py                       # 3 runs x 1500 steps on shapes (~25 min on 2 cores)
+    python benchmarks/bench_colour_views.py --steps 200 --probe-train 1000 --probe-test 500   # a smoke run
+    python benchmarks/bench_colour_views.py --checkpoints same=data/shapes_tiny_same.pt target=data/shapes_tiny.pt
+
+In the procedural shapes images every colour is drawn independently of the class, yet a hidden
+block's colour is among the easiest things to predict from the visible ones. With
+`colour_views="same"` (the paper: both encoders see the same picture) the target encoder's plain
+distances follow colour, which the kNN vote and UMAP read; with "target" the target encoder sees
+the picture with its colours scrambled (jepa_lite.data.scramble_colours), so colour stops being
+predictable; "both" scrambles each encoder's view independently.
+
+For each variant it trains one run of the recipe defaults with that knob (one process, one thread
+per run, the runs side by side) or loads the given checkpoints, then prints, for the target
+encoder's average-pooled tokens of the last 4 blocks (as `jepa-lite probe` reads them): the linear
+and kNN probes, the share of the 20 nearest neighbours with the query's class, how far their shape
+colour is from the query's (as a fraction of a random image's: 1.0 = colour plays no part), the
+embedding spread (std), and RankMe.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))    # run from a checkout without installing
+from jepa_lite.data import COLOUR_VIEWS, load_dataset  # noqa: E402
+from jepa_lite.evaluate import extract_features, knn_probe, linear_probe  # noqa: E402
+from jepa_lite.objective import embedding_std, rankme  # noqa: E402
+from jepa_lite.train import jepa_from_checkpoint, load_checkpoint  # noqa: E402
+
+
+def train_runs(variants: list[str], steps: int, out: Path) -> dict[str, Path]:
+    """One `jepa-lite train` per variant, all at once, one thread each."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    runs, procs = {}, []
+    for variant in variants:
+        runs[variant] = out / variant
+        command = [sys.executable, "-m", "jepa_lite.cli", "train", "--data", "shapes", "--steps", str(steps),
+                   "--workers", "1", "--colour-views", variant, "--out", str(runs[variant]), "--no-resume", "--quiet"]
+        procs.append((variant, subprocess.Popen(command, env=env, cwd=ROOT)))
+    for variant, proc in procs:
+        if proc.wait() != 0:
+            raise SystemExit(f"the {variant!r} run failed (exit {proc.returncode})")
+    return {v: p / "checkpoint.pt" for v, p in runs.items()}
+
+
+def neighbour_colour(train_x, test_x, train, test, k: int = 20) -> tuple[float, float]:
+    """(share of the k nearest training images with the query's class, their mean shape-colour
+    distance to the query / that of k random training images)."""
+    def shape_colour(data):
+        on = data.masks.unsqueeze(1)
+        return (data.images * on).sum(dim=(2, 3)) / on.sum(dim=(2, 3)).clamp(min=1) / 255
+    train_c, test_c = shape_colour(train), shape_colour(test)
+    nearest = (F.normalize(test_x, dim=1) @ F.normalize(train_x, dim=1).T).topk(k, dim=1).indices
+    same = (train.labels[nearest] == test.labels[:, None]).float().mean().item()
+    random_pick = torch.randint(0, len(train_x), nearest.shape, generator=torch.Generator().manual_seed(0))
+    near = (train_c[nearest] - test_c[:, None]).norm(dim=-1).mean()
+    far = (train_c[random_pick] - test_c[:, None]).norm(dim=-1).mean()
+    return same, (near / far).item()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--variants", default=",".join(COLOUR_VIEWS), help=f"comma-separated, of {COLOUR_VIEWS}")
+    parser.add_argument("--checkpoints", nargs="*", default=None, metavar="NAME=PATH",
+                        help="probe these checkpoints instead of training")
+    parser.add_argument("--probe-train", type=int, default=5000)
+    parser.add_argument("--probe-test", type=int, default=2000)
+    parser.add_argument("--out", default=None, help="folder for the runs (default: a temporary one)")
+    args = parser.parse_args()
+
+    torch.set_num_threads(2)
+    with tempfile.TemporaryDirectory() as scratch:
+        if args.checkpoints:
+            paths = dict(item.split("=", 1) for item in args.checkpoints)
+        else:
+            variants = args.variants.split(",")
+            bad = [v for v in variants if v not in COLOUR_VIEWS]
+            if bad:
+                raise SystemExit(f"--variants: unknown {bad}; valid: {COLOUR_VIEWS}")
+            paths = train_runs(variants, args.steps, Path(args.out or scratch))
+        train = load_dataset("shapes", "train", max_images=args.probe_train)
+        test = load_dataset("shapes", "test", max_images=args.probe_test)
+        print(f"probe: {len(train)} train / {len(test)} test shapes images; target encoder, last 4 blocks pooled")
+        print(f"{'run':10s} {'steps':>6s} {'linear %':>9s} {'kNN %':>6s} {'gap':>5s} {'same class':>10s} "
+              f"{'colour dist':>11s} {'std':>6s} {'RankMe':>6s}")
+        for name, path in paths.items():
+            checkpoint = load_checkpoint(path)
+            encoder = jepa_from_checkpoint(checkpoint).target_encoder.eval()
+            layers = min(4, checkpoint["encoder_config"]["depth"])
+            tr = extract_features(encoder, train.images, layers=layers)
+            te = extract_features(encoder, test.images, layers=layers)
+            linear = 100 * linear_probe(tr, train.labels, te, test.labels)["accuracy"]
+            knn = 100 * knn_probe(tr, train.labels, te, test.labels)["accuracy"]
+            same, colour = neighbour_colour(tr, te, train, test)
+            last = extract_features(encoder, test.images, layers=1)
+            print(f"{name:10s} {checkpoint['step']:6d} {linear:9.1f} {knn:6.1f} {linear - knn:5.1f} "
+                  f"{100 * same:9.0f}% {colour:10.2f}x {embedding_std(last):6.3f} {rankme(last):6.1f}")
+
+
+if __name__ == "__main__":
+    main()
