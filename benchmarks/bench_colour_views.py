@@ -2,7 +2,7 @@
 
     python benchmarks/bench_colour_views.py                       # 3 runs x 1500 steps on shapes (~25 min on 2 cores)
     python benchmarks/bench_colour_views.py --steps 200 --probe-train 1000 --probe-test 500   # a smoke run
-    python benchmarks/bench_colour_views.py --checkpoints same=data/shapes_tiny_same.pt target=data/shapes_tiny.pt
+    python benchmarks/bench_colour_views.py --checkpoints shipped=data/shapes_tiny.pt --readouts
 
 In the procedural shapes images every colour is drawn independently of the class, yet a hidden
 block's colour is among the easiest things to predict from the visible ones. With
@@ -16,7 +16,9 @@ per run, the runs side by side) or loads the given checkpoints, then prints, for
 encoder's average-pooled tokens of the last 4 blocks (as `jepa-lite probe` reads them): the linear
 and kNN probes, the share of the 20 nearest neighbours with the query's class, how far their shape
 colour is from the query's (as a fraction of a random image's: 1.0 = colour plays no part), the
-embedding spread (std), and RankMe.
+embedding spread (std), and RankMe. With --readouts it also tries other ways of reading the same
+frozen tokens with the kNN vote (pooling by mean, by standard deviation over tokens, both, a
+saliency-weighted mean, and PCA-whitened pooled features): do they close the kNN gap without retraining?
 """
 from __future__ import annotations
 
@@ -33,7 +35,8 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))    # run from a checkout without installing
 from jepa_lite.data import COLOUR_VIEWS, load_dataset  # noqa: E402
-from jepa_lite.evaluate import extract_features, knn_probe, linear_probe  # noqa: E402
+from jepa_lite.data import normalize  # noqa: E402
+from jepa_lite.evaluate import extract_features, knn_probe, last_layer_outputs, linear_probe  # noqa: E402
 from jepa_lite.objective import embedding_std, rankme  # noqa: E402
 from jepa_lite.train import jepa_from_checkpoint, load_checkpoint  # noqa: E402
 
@@ -68,6 +71,34 @@ def neighbour_colour(train_x, test_x, train, test, k: int = 20) -> tuple[float, 
     return same, (near / far).item()
 
 
+@torch.no_grad()
+def readouts(encoder, layers: int, train, test) -> None:
+    """kNN accuracy of other read-outs of the same frozen tokens (last `layers` blocks, concatenated)."""
+    def tokens(images):
+        return torch.cat([torch.cat(last_layer_outputs(encoder, normalize(images[i:i + 256]), layers=layers), -1)
+                          for i in range(0, len(images), 256)])                    # [N, tokens, layers * D]
+
+    def saliency(t):           # tokens far from the image's mean token (the object, not the background) weigh more
+        far = (t - t.mean(1, keepdim=True)).norm(dim=-1)
+        weights = torch.softmax(far / far.std(1, keepdim=True).clamp_min(1e-6), dim=1)
+        return (weights.unsqueeze(-1) * t).sum(1)
+
+    def whitened(a, b, k=64):  # PCA on the training features, each of the first k directions scaled to unit variance
+        mean = a.mean(0)
+        _, s, v = torch.linalg.svd(a - mean, full_matrices=False)
+        w = v[:k].T / (s[:k] / len(a) ** 0.5)
+        return (a - mean) @ w, (b - mean) @ w
+
+    train_t, test_t = tokens(train.images), tokens(test.images)
+    pooled = {"mean": lambda t: t.mean(1), "std over tokens": lambda t: t.std(1),
+              "mean + std": lambda t: torch.cat([t.mean(1), t.std(1)], -1), "saliency-weighted mean": saliency}
+    for name, pool in pooled.items():
+        accuracy = knn_probe(pool(train_t), train.labels, pool(test_t), test.labels)["accuracy"]
+        print(f"  kNN on {name:24s} {100 * accuracy:5.1f}%")
+    a, b = whitened(train_t.mean(1), test_t.mean(1))
+    print(f"  kNN on {'PCA-whitened mean (64)':24s} {100 * knn_probe(a, train.labels, b, test.labels)['accuracy']:5.1f}%")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=1500)
@@ -76,6 +107,7 @@ def main() -> None:
                         help="probe these checkpoints instead of training")
     parser.add_argument("--probe-train", type=int, default=5000)
     parser.add_argument("--probe-test", type=int, default=2000)
+    parser.add_argument("--readouts", action="store_true", help="also try other read-outs of the frozen tokens")
     parser.add_argument("--out", default=None, help="folder for the runs (default: a temporary one)")
     args = parser.parse_args()
 
@@ -106,6 +138,8 @@ def main() -> None:
             last = extract_features(encoder, test.images, layers=1)
             print(f"{name:10s} {checkpoint['step']:6d} {linear:9.1f} {knn:6.1f} {linear - knn:5.1f} "
                   f"{100 * same:9.0f}% {colour:10.2f}x {embedding_std(last):6.3f} {rankme(last):6.1f}")
+            if args.readouts:
+                readouts(encoder, layers, train, test)
 
 
 if __name__ == "__main__":
