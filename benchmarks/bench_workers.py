@@ -14,7 +14,7 @@ import tempfile
 import time
 
 from jepa_lite.data import make_shapes
-from jepa_lite.parallel import usable_cpus
+from jepa_lite.distributed import usable_cpus
 from jepa_lite.train import TrainConfig, train
 
 

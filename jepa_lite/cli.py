@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import types
 import typing
@@ -31,7 +32,7 @@ def _base_type(hint) -> type:
 
 
 _FIELD_HELP = {
-    "workers": "CPU processes that share each batch, one thread each (jepa_lite.parallel); default 0 = auto: "
+    "workers": "CPU processes that share each batch, one thread each (jepa_lite.distributed); default 0 = auto: "
                "2 on a CPU with >= 2 usable cores for runs of >= 200 steps or >= 1 minute, else 1",
     "amp": "precision: auto (bf16 on GPUs with native bf16, fp16 with a gradient scaler on older GPUs such as "
            "the T4, fp32 on mps and cpu), bf16, fp16 or fp32",
@@ -94,6 +95,11 @@ def _load_test_set(spec: str, explicit: bool, root, image_size: int, max_images:
         raise
 
 
+def torch_distributed_ready() -> bool:
+    import torch.distributed as dist
+    return dist.is_available() and dist.is_initialized()
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .train import train
 
@@ -103,7 +109,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         values["budget_minutes"] = None
     values["mask"] = _parse_mask_overrides(args.mask)
     config = TrainConfig(**values)
-    result = train(config, args.out, resume=not args.no_resume, progress=not args.quiet)
+    try:
+        result = train(config, args.out, resume=not args.no_resume, progress=not args.quiet)
+    finally:
+        if torch_distributed_ready():          # torchrun: leave the process group cleanly
+            import torch.distributed as dist
+            dist.destroy_process_group()
+    if int(os.environ.get("RANK", "0")) != 0:   # torchrun: rank 0 reports for the run
+        return 0
     last = result.history[-1] if result.history else {}
     summary = f"trained {result.steps} steps in {result.seconds / 60:.1f} min"
     if last:

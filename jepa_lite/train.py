@@ -36,8 +36,8 @@ from .cnn import CNNConfig, ConvEncoder, cnn_config_from_size
 from .models import Predictor, PredictorConfig, ViTConfig, VisionTransformer, model_configs, set_drop_path_generator
 from .objective import (JEPA, LOSSES, OBJECTIVES, TARGET_MODES, TARGET_NORMS, across_image_share, ema_momentum,
                         embedding_std, rankme)
-from . import parallel
-from .errors import CheckpointError, HelperFailed, TrainingStopped
+from . import distributed
+from .errors import CheckpointError, HelperFailed, JepaLiteError, TrainingStopped
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_FORMAT = "jepa_lite/1"
@@ -117,7 +117,7 @@ class TrainConfig:
     device: str = "auto"
     amp: str = "auto"                      # "auto" (by capability, device.py), "bf16", "fp16", "fp32"
     compile: bool = False
-    workers: int = 0                       # CPU processes sharing each batch (parallel.py); 0 = auto
+    workers: int = 0                       # CPU processes sharing each batch (distributed.py); 0 = auto
     log_every: int = 25
     checkpoint_every_minutes: float = 2.0
 
@@ -390,6 +390,17 @@ class Trainer:
         self.progress = progress
         self.log = log
         self.device = pick_device(config.device)
+        self.rank, self.world = 0, 1       # set here under torchrun, in run() for workers > 1
+        launch = distributed.launched_by_torchrun()
+        if launch is not None:
+            self.rank, self.world, local_rank = launch
+            if self.device.type == "cuda":              # one GPU per process
+                self.device = torch.device("cuda", local_rank)
+                torch.cuda.set_device(self.device)
+            distributed.check_world(config.batch_size, self.world)
+            distributed.join_torchrun_group(self.device)
+            if self.rank != 0:                          # rank 0 alone logs and shows progress
+                self.log, self.progress = (lambda *args, **kwargs: None), False
         self.precision = choose_precision(self.device, config.amp)
         if self.device.type != "cpu":
             self.log(describe_device(self.device, config.amp))
@@ -422,15 +433,45 @@ class Trainer:
             self.total_steps = max(1, math.ceil(config.epochs * self.steps_per_epoch))
         else:
             self.total_steps = None        # set from measured speed after a few steps
-        self.rank, self.world = 0, 1       # data parallelism (parallel.py) is set up inside run()
-        self.workers = config.workers or parallel.auto_workers(self.device, config.batch_size, self.total_steps,
+        self.workers = config.workers or distributed.auto_workers(self.device, config.batch_size, self.total_steps,
                                                                config.budget_minutes)
-        parallel.check_workers(self.workers, config.batch_size, self.device)
+        distributed.check_workers(self.workers, config.batch_size, self.device)
         self.step = 0
         self.elapsed = 0.0                 # training seconds spent so far (over all resumes)
         self.history: list[dict] = []
-        if resume and self.checkpoint_path.exists():
-            self._restore(load_checkpoint(self.checkpoint_path, map_location=self.device))
+        if launch is None:
+            if resume and self.checkpoint_path.exists():
+                self._restore(load_checkpoint(self.checkpoint_path, map_location=self.device))
+        else:
+            self._restore_on_every_rank(resume)
+            self._join(self.rank, self.world)
+
+    def _restore_on_every_rank(self, resume: bool) -> None:
+        """torchrun: rank 0 reads the checkpoint (if any) and sends it to the others; a bad file is
+        the same one-line error on every rank, not a wait."""
+        state = None
+        if self.rank == 0 and resume and self.checkpoint_path.exists():
+            try:
+                state = load_checkpoint(self.checkpoint_path)
+            except (JepaLiteError, ValueError, OSError) as error:
+                distributed.broadcast_state({"error": str(error)}, self.device)
+                raise
+        state = distributed.broadcast_state(state, self.device)
+        if state is not None and "error" in state:
+            raise CheckpointError(state["error"])
+        if state is not None:
+            self._restore(state)
+
+    def _join(self, rank: int, world: int) -> None:
+        """Train as `rank` of a group of `world` processes: DDP around the model."""
+        self.rank, self.world = rank, world
+        self.forward = distributed.wrap(self.model, self.device)
+        if self.config.compile:
+            self.forward = torch.compile(self.forward, dynamic=True)
+
+    def _leave(self) -> None:
+        self.rank, self.world = 0, 1
+        self.forward = torch.compile(self.model, dynamic=True) if self.config.compile else self.model
 
     # -- state -----------------------------------------------------------------------------
     def state(self) -> dict:
@@ -508,7 +549,7 @@ class Trainer:
                 images = scramble_colours(images, colours)
         batch = images.shape[0]
         if self.world > 1:      # every rank drew the whole batch (same crops, same masks); keep our rows
-            rows = parallel.rows_of_rank(batch, self.rank, self.world)
+            rows = distributed.rows_of_rank(batch, self.rank, self.world)
             images = images[rows]
             target_images = None if target_images is None else target_images[rows]
             masks = Masks(masks.context_indices[rows], masks.target_indices[rows], masks.grid_size)
@@ -520,8 +561,8 @@ class Trainer:
         loss = out["loss"]
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()         # fp16: scaled so that small gradients survive
-        if self.world > 1:      # mean gradient and loss over the ranks: every rank then takes the same step
-            loss = parallel.average_gradients(self.trainable, loss)
+        if self.world > 1:      # DDP averaged the gradients; the whole batch's loss decides a NaN stop on every rank
+            loss = distributed.mean_over_ranks(loss)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"loss became {loss.item()} at step {step}; stopping. The last good checkpoint "
@@ -543,24 +584,24 @@ class Trainer:
     def run(self, until_step: int | None = None) -> TrainResult:
         """Train to the end of the schedule or the budget, or pause after `until_step` steps (the
         schedule is unchanged: a later run() resumes exactly). With workers > 1 this process is
-        rank 0 of a data-parallel group (parallel.py) whose helpers it starts and stops."""
+        rank 0 of a data-parallel group (distributed.py) whose helpers it starts and stops."""
         if self.workers > 1:
             return self._run_data_parallel(until_step)
         return self._loop(until_step)
 
     def _run_data_parallel(self, until_step: int | None) -> TrainResult:
         threads = torch.get_num_threads()
-        per_worker = parallel.threads_per_worker(self.workers)
+        per_worker = distributed.threads_per_worker(self.workers)
         self.log(f"data parallel: {self.workers} processes x {per_worker} thread(s), "
                  f"{self.config.batch_size // self.workers} images each per step")
         torch.set_num_threads(per_worker)
         try:
-            with parallel.HelperProcesses(self.workers, _helper_main,
-                                          (self.config, str(self.out_dir), parallel.shareable(self.dataset),
-                                           # a copy: tensors sent to a helper move to shared memory, and
-                                           # optimizer.load_state_dict keeps (not copies) the moments it gets
-                                           copy.deepcopy(self.state()), per_worker)) as helpers:
-                self.rank, self.world = 0, self.workers
+            with distributed.HelperProcesses(self.workers, _helper_main,
+                                             (self.config, str(self.out_dir), distributed.shareable(self.dataset),
+                                              # a copy: tensors sent to a helper move to shared memory, and
+                                              # optimizer.load_state_dict keeps (not copies) the moments it gets
+                                              copy.deepcopy(self.state()), per_worker)) as helpers:
+                self._join(0, self.workers)
                 try:
                     return self._loop(until_step)
                 except RuntimeError as e:          # a collective failed: say which helper stopped
@@ -570,7 +611,7 @@ class Trainer:
                                            f"is kept at {self.checkpoint_path}") from e
                     raise
         finally:
-            self.rank, self.world = 0, 1
+            self._leave()
             torch.set_num_threads(threads)
 
     def _warn_if_collapsed(self, record: dict) -> bool:
@@ -613,11 +654,11 @@ class Trainer:
         while True:
             total = self.total_steps or provisional_total
             stop = (self.step >= total or (until_step is not None and self.step >= until_step)
-                    or (budget is not None and time.perf_counter() - run_start >= budget))
-            stop = stop or signals.received is not None
-            if self.world > 1:
-                stop, total = parallel.agree(stop, total)       # the helpers follow rank 0's clock
-            if stop:
+                    or (self.rank == 0 and budget is not None and time.perf_counter() - run_start >= budget))
+            stop_signal = signals.received or 0
+            if self.world > 1:       # stop together: rank 0's clock and schedule length, any rank's signal
+                stop, total, stop_signal = distributed.agree(stop, total, stop_signal, self.rank, self.device)
+            if stop or stop_signal:
                 break
             result = self.train_step(self.step, total)
             self.step += 1
@@ -664,29 +705,31 @@ class Trainer:
                     bar.set_postfix(loss=f"{record['loss']:.4f}", std=f"{record['target_std']:.3f}")
                 interval_loss, interval_steps, interval_images, interval_start = 0.0, 0, 0, now
                 interval_parts = {}
-            if time.perf_counter() - last_save > config.checkpoint_every_minutes * 60:
+            if self.rank == 0 and time.perf_counter() - last_save > config.checkpoint_every_minutes * 60:
                 self.elapsed = time.perf_counter() - run_start
                 self.save()
                 self._last_saved_step = self.step
                 last_save = time.perf_counter()
 
-        if signals.received is not None:          # save what was done, then stop: the same command resumes
-            self.elapsed = time.perf_counter() - run_start
-            self.save()
-            if bar is not None:
-                bar.close()
-            name = signal.Signals(signals.received).name
-            message = (f"stopped by {name} at step {self.step}: checkpoint written to {self.checkpoint_path}; "
-                       f"the same command resumes from it")
+        self.elapsed = time.perf_counter() - run_start
+        if bar is not None:
+            bar.close()
+        if stop_signal:                           # save what was done, then stop: the same command resumes
+            if self.rank == 0:
+                self.save()
+            if self.world > 1:
+                distributed.dist.barrier()
+            message = (f"stopped by {signal.Signals(stop_signal).name} at step {self.step}: checkpoint written "
+                       f"to {self.checkpoint_path}; the same command resumes from it")
             self.log(message)
-            raise TrainingStopped(message, signals.received)
+            raise TrainingStopped(message, stop_signal)
         paused = until_step is not None and self.step >= until_step
         if not paused and (self.total_steps is None or (budget is not None and self.step < self.total_steps)):
             self.total_steps = self.step             # budget ran out: record what was done
-        self.elapsed = time.perf_counter() - run_start
-        self.save()
-        if bar is not None:
-            bar.close()
+        if self.rank == 0:
+            self.save()
+        if self.world > 1:        # leave together, after rank 0's last checkpoint (a rank that tears the group
+            distributed.dist.barrier()   # down while another still uses it can abort)
         return TrainResult(self.model, self.history, self.checkpoint_path, self.step, self.elapsed)
 
 
@@ -725,25 +768,21 @@ class StopSignals:
 
 def _helper_main(rank: int, world: int, store: str, config: TrainConfig, out_dir: str, dataset, state: dict,
                  threads: int) -> None:
-    """A data-parallel helper (rank >= 1): rank 0's state, then the steps rank 0 asks for, silently."""
+    """A data-parallel helper (rank >= 1) started by rank 0's Trainer.run(): rank 0's state, then the
+    same training loop, silently (rank 0 logs, decides when to stop and writes the checkpoints)."""
     torch.set_num_threads(threads)
-    for signum in StopSignals.SIGNALS:    # rank 0 decides when to stop (Ctrl-C reaches every process of the group)
-        signal.signal(signum, signal.SIG_IGN)
-    parallel.init_group(store, rank, world)
+    distributed.init_file_group(store, rank, world)
     try:
         # resume=False: the state comes from rank 0, and helpers never write to out_dir
-        trainer = Trainer(config, out_dir, dataset=parallel.unshare(dataset), resume=False, progress=False,
+        trainer = Trainer(config, out_dir, dataset=distributed.unshare(dataset), resume=False, progress=False,
                           log=lambda *a: None)
         trainer._restore(state)
-        trainer.rank, trainer.world, trainer._last_saved_step = rank, world, trainer.step
-        while True:
-            stop, total = parallel.agree(False, 0)
-            if stop:
-                break
-            trainer.train_step(trainer.step, total)
-            trainer.step += 1
+        trainer._join(rank, world)
+        trainer._loop(None)
+    except TrainingStopped:                   # rank 0 wrote the checkpoint
+        pass
     finally:
-        parallel.dist.destroy_process_group()
+        distributed.dist.destroy_process_group()
 
 
 def train(config: TrainConfig, out_dir: str | Path, dataset: ImageDataset | None = None, resume: bool = True,

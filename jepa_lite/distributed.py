@@ -1,28 +1,25 @@
-"""Data parallelism on CPU cores: one training run, several processes, one thread each.
+"""Data parallelism with torch.distributed: one training run, several processes, DistributedDataParallel.
 
-Why: the course's models are small (64-128 wide). On a 2-core CPU one process with 2 OpenMP
-threads trains the `tiny` model at ~430 img/s, while two single-thread processes manage ~350 each:
-small matmuls, attention and element-wise ops do not split well across threads, whole half-batches
-do. So a CPU run can split every batch between `workers` processes (`TrainConfig.workers`):
+Two ways in, one code path (Trainer._loop, the same on every rank):
 
-    step s:  rank 0 (this process)                  rank 1 (a helper process)
-             images[0:B/2], masks[0:B/2]           images[B/2:B], masks[B/2:B]
-             forward + backward                     forward + backward
-             all-reduce: mean of the gradients (and of the loss), one message per step
-             the same optimizer step and EMA update on both: the copies stay identical
+- **torchrun**, for scripts and clusters (one process per GPU, or per group of CPU cores):
 
-Every rank draws the whole batch's images, crops and masks from the (seed, step) generators and
-keeps its own rows, so the run sees exactly the batches of a one-process run; only the order of
-float additions in the mean differs (and, with drop_path > 0, each rank draws its own drop-path
-noise). Monitors computed from one step's tokens (target std, RankMe, across-image share) see rank 0's rows.
-Rank 0 is the process that called `Trainer.run()`: it keeps the progress bar, the log, the budget
-clock, the metrics and the checkpoints, and tells the helpers each step whether to go on and how
-long the schedule is. Helpers are started with the "spawn"
-method (safe in Jupyter), share the uint8 image cache through shared memory and get rank 0's
-full state (weights, optimizer moments, step) when they start.
+      torchrun --standalone --nproc_per_node=2 -m jepa_lite train --data shapes --steps 2000 --out runs/ddp
+      torchrun --nnodes=2 --nproc_per_node=8 --rdzv-backend=c10d --rdzv-endpoint=HOST:29500 -m jepa_lite train ...
 
-Nothing hangs: collectives time out (`COLLECTIVE_TIMEOUT_S`), a helper that dies closes its socket
-so rank 0's next all-reduce fails at once, and rank 0 terminates its helpers on any exit.
+  torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; the Trainer joins the group (NCCL on CUDA, one GPU
+  per process at LOCAL_RANK; gloo on CPU).
+- **workers > 1** on a CPU (`TrainConfig.workers`, notebooks and `jepa-lite train --workers 2`): the
+  process that calls `Trainer.run()` starts the other ranks itself ("spawn", safe in Jupyter) and
+  joins a gloo group with them as rank 0. Small models use 2 cores better as 2 one-thread processes
+  than as one process with 2 threads (benchmarks/bench_workers.py).
+
+Either way every rank draws the whole global batch's images, crops and masks from the (seed, step)
+generators and keeps its own rows (`rows_of_rank`), so the run sees exactly the batches and masks of
+a one-process run; DDP averages the gradients, so every rank takes the same optimizer step and EMA
+update; only the order of float additions differs. Rank 0 alone logs, shows progress and writes
+checkpoints; when to stop (end of schedule, time budget, a signal) is agreed on every step
+(`agree`), and the loss that decides a NaN stop is the mean over the ranks, so all ranks stop together.
 """
 from __future__ import annotations
 
@@ -35,11 +32,12 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+import torch.nn as nn
 
 from .errors import HelperFailed
 
 # A step of the models meant for CPU takes well under a second; checkpoints are written by rank 0
-# between steps while helpers wait in the next all-reduce, so allow minutes, not hours.
+# between steps while the others wait in the next collective, so allow minutes, not hours.
 COLLECTIVE_TIMEOUT_S = 300
 # Starting a helper costs a few seconds (a fresh Python imports torch); "auto" uses helpers only for
 # runs long enough to win that back.
@@ -63,12 +61,28 @@ def usable_cpus() -> int:
     return max(cpus, 1)
 
 
+def launched_by_torchrun() -> tuple[int, int, int] | None:
+    """(rank, world size, local rank) when torchrun (or another launcher that sets RANK, WORLD_SIZE
+    and LOCAL_RANK) started this process as one of several; else None."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return None
+    return int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def join_torchrun_group(device: torch.device) -> None:
+    """Join the group torchrun describes in the environment (NCCL for CUDA, gloo otherwise)."""
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, timeout=timedelta(seconds=COLLECTIVE_TIMEOUT_S))
+
+
 def auto_workers(device: torch.device, batch_size: int, total_steps: int | None,
                  budget_minutes: float | None) -> int:
     """workers=0 ("auto"): 2 processes on a CPU with at least 2 usable cores, for runs of at least
-    AUTO_MIN_STEPS steps or AUTO_MIN_MINUTES minutes and an even batch; otherwise 1.
-    (Measured on 2 cores only; with more cores each worker gets cores // 2 threads.)"""
-    if device.type != "cpu" or not dist.is_available() or dist.is_initialized():
+    AUTO_MIN_STEPS steps or AUTO_MIN_MINUTES minutes and an even batch; otherwise 1 (and always 1
+    inside a torchrun group, which already has its processes)."""
+    if device.type != "cpu" or not dist.is_available() or dist.is_initialized() or launched_by_torchrun():
         return 1
     if usable_cpus() < 2 or batch_size % 2:
         return 1
@@ -81,42 +95,76 @@ def check_workers(workers: int, batch_size: int, device: torch.device) -> None:
     """Bad settings for `workers` processes (>= 1; TrainConfig rejects < 0) are a ValueError naming the values."""
     if workers > 1:
         if device.type != "cpu":
-            raise ValueError(f"workers={workers} splits batches between CPU processes; the device is "
-                             f"{device.type}: use workers=1 (or 0 = auto)")
+            raise ValueError(f"workers={workers} starts CPU processes from this one; the device is "
+                             f"{device.type}: use workers=1 and launch with torchrun for several GPUs")
+        if launched_by_torchrun():
+            raise ValueError(f"workers={workers} inside a torchrun group: torchrun already started the "
+                             f"processes; use workers=1 (or 0 = auto)")
         if batch_size % workers:
             raise ValueError(f"batch_size ({batch_size}) must be divisible by workers ({workers})")
         if not dist.is_available():
             raise ValueError(f"workers={workers} needs torch.distributed, which this torch build lacks")
 
 
+def check_world(batch_size: int, world: int) -> None:
+    if batch_size % world:
+        raise ValueError(f"batch_size ({batch_size}) must be divisible by the number of processes ({world})")
+
+
 def threads_per_worker(workers: int) -> int:
     return max(1, usable_cpus() // workers)
 
 
-def init_group(store_file: str, rank: int, world: int) -> None:
+def rows_of_rank(batch: int, rank: int, world: int) -> slice:
+    """This rank's rows of the global batch."""
+    share = batch // world
+    return slice(rank * share, (rank + 1) * share)
+
+
+def wrap(model: nn.Module, device: torch.device) -> nn.Module:
+    """DistributedDataParallel around the JEPA module: it averages the gradients of the trainable
+    networks (context encoder, predictor, pixel head) during backward; the EMA target encoder has
+    no gradients and is updated identically on every rank. Its buffers are constants (the 2-D
+    positions), so they are not re-broadcast every step."""
+    import inspect
+
+    from torch.nn.parallel import DistributedDataParallel
+
+    options = inspect.signature(DistributedDataParallel.__init__).parameters
+    # newer torch names the per-step buffer sync forward_sync_buffers; older torch broadcast_buffers
+    no_sync = {"forward_sync_buffers": False} if "forward_sync_buffers" in options else {"broadcast_buffers": False}
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None, **no_sync)
+
+
+def agree(stop: bool, total_steps: int, stop_signal: int, rank: int, device: torch.device) -> tuple[bool, int, int]:
+    """One collective per step -> (stop, schedule length, signal): stop if rank 0 says so (its clock
+    sets a time budget's length) or if any rank received a stop signal (it may reach one process only)."""
+    message = torch.tensor([int(stop) if rank == 0 else 0, total_steps if rank == 0 else 0, stop_signal],
+                           dtype=torch.int64, device=device)
+    dist.all_reduce(message, op=dist.ReduceOp.MAX)
+    return bool(message[0]), int(message[1]), int(message[2])
+
+
+def mean_over_ranks(value: torch.Tensor) -> torch.Tensor:
+    """The mean of a scalar over the ranks (the loss of the whole global batch)."""
+    value = value.detach().float().clone()
+    dist.all_reduce(value)
+    return value / dist.get_world_size()
+
+
+def broadcast_state(state: dict | None, device: torch.device) -> dict | None:
+    """Rank 0's checkpoint (or None) to every rank, so that only rank 0 needs to read the file."""
+    box = [state]
+    dist.broadcast_object_list(box, src=0, device=device if device.type == "cuda" else None)
+    return box[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# workers > 1: CPU helper processes started from this one
+
+def init_file_group(store_file: str, rank: int, world: int) -> None:
     dist.init_process_group("gloo", init_method=f"file://{store_file}", rank=rank, world_size=world,
                             timeout=timedelta(seconds=COLLECTIVE_TIMEOUT_S))
-
-
-def agree(stop: bool, total_steps: int) -> tuple[bool, int]:
-    """Rank 0's decision (stop now? schedule length?) -> every rank."""
-    message = torch.tensor([int(stop), total_steps], dtype=torch.int64)
-    dist.broadcast(message, src=0)
-    return bool(message[0]), int(message[1])
-
-
-def average_gradients(parameters: list[torch.nn.Parameter], loss: torch.Tensor) -> torch.Tensor:
-    """Replace each gradient by its mean over the ranks, in one all-reduce; returns the mean loss
-    (the loss of the whole batch: every rank holds the same number of rows)."""
-    grads = [p.grad for p in parameters if p.grad is not None]
-    flat = torch.cat([g.reshape(-1) for g in grads] + [loss.detach().float().reshape(1)])
-    dist.all_reduce(flat)
-    flat /= dist.get_world_size()
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset:offset + g.numel()].view_as(g))
-        offset += g.numel()
-    return flat[-1]
 
 
 def shareable(dataset):
@@ -150,15 +198,12 @@ def _helper_entry(ready, target, args) -> None:
     target(*args)
 
 
-def rows_of_rank(batch: int, rank: int, world: int) -> slice:
-    share = batch // world
-    return slice(rank * share, (rank + 1) * share)
-
-
 class HelperProcesses:
     """Start ranks 1..world-1 as spawned processes and join the process group as rank 0.
     Use as a context manager around the training loop; on exit the group is destroyed and the
-    helpers are joined (or terminated)."""
+    helpers are joined (or terminated). Nothing hangs: collectives time out, a helper that dies
+    closes its socket so rank 0's next collective fails at once, and a helper that cannot start
+    is reported before rank 0 waits on the group."""
 
     def __init__(self, world: int, target, args: tuple):
         self.world, self.target, self.args = world, target, args
@@ -182,16 +227,13 @@ class HelperProcesses:
                 self.processes.append(process)
                 ready.append(receiver)
             self._wait_until_ready(ready)
-            init_group(store, 0, self.world)
+            init_file_group(store, 0, self.world)
         except BaseException:
             self._stop_helpers()
             raise
         return self
 
     def _wait_until_ready(self, pipes, timeout: float = COLLECTIVE_TIMEOUT_S) -> None:
-        """Wait for each helper's "ready" (sent once it has imported jepa_lite and unpickled its
-        arguments) or its death, whichever comes first: a helper that fails to start is an error
-        now, not a wait on the process group."""
         from multiprocessing.connection import wait
 
         for rank, (pipe, process) in enumerate(zip(pipes, self.processes), 1):
