@@ -134,6 +134,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     import torch
 
     from .data import load_dataset
+    from .device import describe_device, pick_device
     from .evaluate import format_table, probe_encoders
     from .train import build_encoder, encoder_config_from_checkpoint, jepa_from_checkpoint, load_checkpoint
 
@@ -156,7 +157,10 @@ def cmd_probe(args: argparse.Namespace) -> int:
     encoders = {"target encoder": model.target_encoder, "context encoder": model.context_encoder,
                 "random init": random_init}
     print(f"{len(train_set)} train / {len(test_set)} test images; reading the last {args.layers} block(s)")
-    rows = probe_encoders(encoders, train_set, test_set, layers=args.layers, log=print)
+    device = pick_device(args.device)
+    print(describe_device(device))
+    rows = probe_encoders(encoders, train_set, test_set, layers=args.layers, log=print, device=device,
+                          progress=not args.quiet)
     title = f"probe after {checkpoint['step']} steps ({checkpoint.get('elapsed_seconds', 0) / 60:.1f} min)"
     print(format_table(rows, title))
     out = (checkpoint_path if checkpoint_path.is_dir() else checkpoint_path.parent) / "probe.json"
@@ -196,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_probe.add_argument("--max-train-images", type=int, default=None)
     p_probe.add_argument("--max-test-images", type=int, default=None)
     p_probe.add_argument("--seed", type=int, default=0, help="seed of the random-init baseline")
+    p_probe.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                         help="where the encoders run (auto: a GPU when there is one)")
+    p_probe.add_argument("--quiet", action="store_true", help="no progress bars")
     p_probe.set_defaults(func=cmd_probe)
 
     p_course = sub.add_parser("course", help="execute every course notebook in order (fresh kernels) into a "

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from .data import ImageDataset, normalize
 from .device import autocast_context
+from .progress import progress_bar
 
 
 def last_layer_outputs(encoder: nn.Module, x: torch.Tensor, layers: int = 1) -> list[torch.Tensor]:
@@ -37,25 +38,31 @@ def last_layer_outputs(encoder: nn.Module, x: torch.Tensor, layers: int = 1) -> 
 
 @torch.no_grad()
 def extract_features(encoder: nn.Module, images: torch.Tensor, batch_size: int = 128, layers: int = 1,
-                     device: torch.device | str | None = None) -> torch.Tensor:
+                     device: torch.device | str | None = None, progress: str | None = None) -> torch.Tensor:
     """Frozen features of uint8 images [N, 3, H, W] -> float32 [N, layers * D] on the CPU.
 
     Each of the last `layers` blocks' outputs is average-pooled over tokens (not over channels)
     and layer-normed, then concatenated; layers=1 reads the encoder's final output.
     Encoders without `layer_outputs` (see the encoder contract in models.py) support layers=1.
     On a GPU the forward pass runs in the precision device.choose_precision picks for it; batches
-    of 128 keep the peak memory of a notebook kernel low."""
+    of 128 keep the peak memory of a notebook kernel low. `progress`: a label for a progress bar
+    over the images (none by default)."""
     if layers < 1:
         raise ValueError(f"layers must be >= 1, got {layers}")
     device = torch.device(device) if device is not None else next(encoder.parameters()).device
     was_training = encoder.training
     encoder.eval()
     chunks = []
+    bar = progress_bar(images.shape[0], desc=progress) if progress else None
     for start in range(0, images.shape[0], batch_size):
         with autocast_context(device):
             outputs = last_layer_outputs(encoder, normalize(images[start:start + batch_size].to(device)), layers)
         pooled = [F.layer_norm(o.float().mean(dim=1), (o.shape[-1],)) for o in outputs]
         chunks.append(torch.cat(pooled, dim=1).cpu())
+        if bar is not None:
+            bar.update(min(batch_size, images.shape[0] - start))
+    if bar is not None:
+        bar.close()
     encoder.train(was_training)
     return torch.cat(chunks)
 
@@ -156,13 +163,19 @@ class ProbeRow:
 
 
 def probe_encoders(encoders: dict[str, nn.Module], train: ImageDataset, test: ImageDataset, layers: int = 1,
-                   include_pixels: bool = True, C: float | None = None, log=None) -> list[ProbeRow]:
-    """One row per named encoder (plus raw pixels): linear-probe and kNN test accuracy."""
+                   include_pixels: bool = True, C: float | None = None, log=None,
+                   device: torch.device | str | None = None, progress: bool = False) -> list[ProbeRow]:
+    """One row per named encoder (plus raw pixels): linear-probe and kNN test accuracy. `device`: where
+    the encoders run (default: where their weights are); `progress`: a bar per feature extraction."""
     rows = []
     feature_sets = {}
     for name, encoder in encoders.items():
-        feature_sets[name] = (extract_features(encoder, train.images, layers=layers),
-                              extract_features(encoder, test.images, layers=layers))
+        if device is not None:
+            encoder.to(device)
+        feature_sets[name] = tuple(
+            extract_features(encoder, split.images, layers=layers, device=device,
+                             progress=f"{name}, {label}" if progress else None)
+            for split, label in ((train, "train"), (test, "test")))
     if include_pixels:
         feature_sets["raw pixels"] = (raw_pixel_features(train.images), raw_pixel_features(test.images))
     for name, (train_x, test_x) in feature_sets.items():

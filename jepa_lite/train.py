@@ -40,6 +40,7 @@ from . import distributed
 from .errors import CheckpointError, HelperFailed, JepaLiteError, TrainingStopped
 
 CHECKPOINT_NAME = "checkpoint.pt"
+METRICS_LIVE_NAME = "metrics.jsonl"      # appended as the run logs; metrics.json is written with each checkpoint
 CHECKPOINT_FORMAT = "jepa_lite/1"
 LR_SCHEDULES = ("cosine", "constant")
 
@@ -280,11 +281,15 @@ def save_atomic(obj, path: Path) -> None:
             os.remove(tmp)
 
 
-def write_json_atomic(obj, path: Path) -> None:
+def write_text_atomic(text: str, path: Path) -> None:
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def write_json_atomic(obj, path: Path) -> None:
+    write_text_atomic(json.dumps(obj, indent=1), path)
 
 
 # what every checkpoint written by Trainer.state() holds (newer keys are optional: see Trainer._restore)
@@ -637,10 +642,22 @@ class Trainer:
             return self._loop_until_signal(until_step, signals)
 
     def _loop_until_signal(self, until_step: int | None, signals: "StopSignals") -> TrainResult:
+        self._last_saved_step = self.step
+        live_metrics = None
+        if self.rank == 0:        # metrics.jsonl: one line per record as it is logged (watch it live: tail -f)
+            live_path = self.out_dir / METRICS_LIVE_NAME
+            write_text_atomic("".join(json.dumps(r) + "\n" for r in self.history), live_path)   # = the checkpoint's
+            live_metrics = open(live_path, "a")
+        try:
+            return self._steps(until_step, signals, live_metrics)
+        finally:
+            if live_metrics is not None:
+                live_metrics.close()
+
+    def _steps(self, until_step: int | None, signals: "StopSignals", live_metrics) -> TrainResult:
         config = self.config
         budget = config.budget_minutes * 60 if config.budget_minutes is not None else None
         provisional_total = 10 ** 6                  # before the speed is measured (budget runs)
-        self._last_saved_step = self.step
         bar = None
         if self.progress:
             bar = progress_bar(self.total_steps, initial=self.step, desc="train")
@@ -699,6 +716,9 @@ class Trainer:
                           "elapsed_seconds": now - run_start}
                 record.update({part: total_part / interval_steps for part, total_part in interval_parts.items()})
                 self.history.append(record)
+                if live_metrics is not None:
+                    live_metrics.write(json.dumps(record) + "\n")
+                    live_metrics.flush()
                 if not warned_collapse:
                     warned_collapse = self._warn_if_collapsed(record)
                 if bar is not None:

@@ -107,3 +107,20 @@ def test_unexpected_errors_keep_their_traceback(tmp_path, monkeypatch):
     monkeypatch.setattr(train_module.Trainer, "train_step", broken)
     with pytest.raises(RuntimeError, match="shape bug"):
         main(["train", "--steps", "2", "--out", str(tmp_path / "run"), *FAST])
+
+
+def test_probe_runs_on_the_device_asked_for_and_refuses_a_missing_one(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--steps", "2", "--out", str(out), *FAST]) == 0
+    capsys.readouterr()
+    assert main(["probe", "--checkpoint", str(out), "--device", "cpu", "--max-train-images", "60",
+                 "--max-test-images", "30"]) == 0
+    captured = capsys.readouterr()
+    assert "device cpu" in captured.out and "target encoder, train" in captured.err   # the progress bars
+    import torch
+    if not torch.cuda.is_available():
+        assert main(["probe", "--checkpoint", str(out), "--device", "cuda"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "no CUDA GPU" in err
+    assert main(["train", "--steps", "1", "--device", "tpu9", "--out", str(tmp_path / "x"), *FAST[:-3]]) == 2
+    assert "unknown device 'tpu9'" in capsys.readouterr().err

@@ -380,3 +380,24 @@ def test_a_training_step_leaves_the_global_random_state_alone(tmp_path, tiny_dat
                     progress=False, log=lambda *a: None)
     torch.manual_seed(999)                         # a different global state: the same step, the same loss
     assert torch.equal(again.train_step(0, 4)["loss"], first)
+
+
+def test_metrics_are_appended_as_they_are_logged_and_match_after_resume(tmp_path, tiny_data):
+    """metrics.jsonl gets a line per logged record while the run goes (checkpoints are written far
+    apart here); a resumed run starts it again from the checkpoint's records, so no line is doubled."""
+    quiet = dict(dataset=tiny_data, progress=False, log=lambda *a: None)
+    seen = []
+    original = Trainer.train_step
+
+    def spy(self, step, total):
+        path = tmp_path / "run" / "metrics.jsonl"
+        seen.append(len(path.read_text().splitlines()))
+        return original(self, step, total)
+    trainer = Trainer(TrainConfig(steps=6, **TINY), tmp_path / "run", **quiet)
+    trainer.train_step = spy.__get__(trainer)
+    trainer.run(until_step=4)
+    assert seen == [0, 1, 2, 3]                    # one line per step (log_every=1), before any checkpoint
+    result = train(TrainConfig(steps=6, **TINY), tmp_path / "run", **quiet)
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [1, 2, 3, 4, 5, 6]
+    assert lines == json.loads((tmp_path / "run" / "metrics.json").read_text()) == result.history
