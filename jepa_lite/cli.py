@@ -4,7 +4,7 @@
                     [--budget-minutes N | --epochs N | --steps N] --out DIR
     jepa-lite probe --checkpoint DIR_OR_FILE [--data D] [--test-data D2] [--layers K]
 
-Every `train` flag is a field of `jepa_lite.train.TrainConfig` (same name, dashes for
+Every `train` flag is a field of `jepa_lite.config.TrainConfig` (same name, dashes for
 underscores), so the defaults live in one place.
 """
 from __future__ import annotations
@@ -15,11 +15,15 @@ import os
 import sys
 import types
 import typing
-from dataclasses import MISSING, fields
+from dataclasses import MISSING, fields, replace
 from pathlib import Path
 
 from .errors import JepaLiteError, TrainingStopped
-from .train import DATA_DEFAULTS, TrainConfig
+from .config import DATA_DEFAULTS, ENCODER_NAMES, LR_SCHEDULES, RECIPES, TrainConfig
+from .data import COLOUR_VIEWS
+from .device import PRECISIONS
+from .models import IJEPA_SIZES, MODEL_SIZES
+from .objective import LOSSES, OBJECTIVES, TARGET_MODES, TARGET_NORMS
 
 _HIDDEN = {"mask"}     # set through --mask key=value
 
@@ -32,23 +36,80 @@ def _base_type(hint) -> type:
 
 
 _FIELD_HELP = {
-    "workers": "CPU processes that share each batch, one thread each (jepa_lite.distributed); default 0 = auto: "
-               "2 on a CPU with >= 2 usable cores for runs of >= 200 steps or >= 1 minute, else 1",
+    "recipe": "named defaults (jepa_lite.config.RECIPES): fast = the course's short-run recipe, paper = every "
+              "setting of the I-JEPA reference code; flags given here override it",
+    "data": "shapes (procedural, offline), cifar10, stl10 or imagefolder:PATH",
+    "data_root": "where downloaded data sets are kept",
+    "max_train_images": "use only the first N training images",
+    "model": "named size: micro, tiny, small, vit_s_96, vit_b_224, or a released I-JEPA size",
+    "encoder": "the architecture of the encoders",
+    "image_size": "resize the images to this size (default: the data set's own)",
+    "patch_size": "patch size in pixels (default: the model size's own)",
+    "drop_path": "stochastic depth rate of the last encoder block (0 = off)",
+    "shared_context": "predictor: one pass for all target blocks (default: the recipe's; paper: one per block)",
+    "steps": "train this many steps",
+    "epochs": "train this many passes over the data",
+    "budget_minutes": "train for this many minutes (the default when no length is given: 5)",
+    "batch_size": "images per step, over all processes",
+    "lr": "peak learning rate",
+    "start_lr": "learning rate at the start of the warm-up",
+    "min_lr": "learning rate at the end of the cosine schedule",
+    "lr_schedule": "after the warm-up: stay at lr, or decay on a cosine to min_lr",
+    "warmup_steps": "warm-up steps (at most a tenth of the run) when --warmup-fraction is 0",
+    "warmup_fraction": "warm-up as a fraction of the run (0 = use --warmup-steps)",
+    "weight_decay": "AdamW weight decay at the start (matrices only)",
+    "final_weight_decay": "weight decay at the end (cosine from --weight-decay)",
+    "betas": "AdamW betas",
+    "grad_clip": "maximum gradient norm (0 = no clipping)",
+    "ema_start": "EMA momentum of the target encoder at the start (linear to --ema-end)",
+    "ema_end": "EMA momentum at the end",
+    "loss": "distance between predicted and target embeddings",
+    "target_norm": "normalisation of the targets: instance (over each image's tokens, then layer norm), "
+                   "layer (the paper's) or none",
+    "target_mode": "ema: the target encoder is an average of the context encoder (the paper); joint: trained "
+                   "by gradient (collapses, notebook 04)",
+    "objective": "jepa (predict embeddings), pixels (a masked autoencoder on the same masks) or both",
+    "pixel_weight": "objective both: weight of the pixel loss",
+    "floor_mask_tokens": "mask block sizes floored to whole tokens, as the reference's sampler does",
+    "crop_scale": "random-resized-crop area range (default: the recipe's, else per data set)",
+    "hflip": "random horizontal flips",
+    "colour_views": "same: both encoders see the same colours (the paper); target / both: scrambled colours "
+                    "for the target encoder / for each (docs/results.md)",
+    "seed": "seed of every random draw of the run (weights, batches, crops, masks)",
+    "device": "auto (a GPU when there is one), cpu, cuda, cuda:N or mps",
     "amp": "precision: auto (bf16 on GPUs with native bf16, fp16 with a gradient scaler on older GPUs such as "
            "the T4, fp32 on mps and cpu), bf16, fp16 or fp32",
+    "compile": "torch.compile the model",
+    "workers": "CPU processes that share each batch, one thread each (jepa_lite.distributed); default 0 = auto: "
+               "2 on a CPU with >= 2 usable cores for runs of >= 200 steps or >= 1 minute, else 1",
+    "log_every": "write a metrics record every N steps",
+    "checkpoint_every_minutes": "write a checkpoint this often (and at the end)",
+}
+
+_CHOICES = {
+    "recipe": tuple(RECIPES), "encoder": ENCODER_NAMES, "lr_schedule": LR_SCHEDULES, "loss": LOSSES,
+    "target_norm": TARGET_NORMS, "target_mode": TARGET_MODES, "objective": OBJECTIVES,
+    "colour_views": COLOUR_VIEWS, "amp": PRECISIONS, "model": tuple(MODEL_SIZES) + tuple(IJEPA_SIZES),
 }
 
 
-def _default_help(name: str, default) -> str:
-    if name in _FIELD_HELP:
-        return _FIELD_HELP[name]
-    if name in DATA_DEFAULTS["shapes"]:
-        per_data = ", ".join(f"{data}: {values[name]}" for data, values in DATA_DEFAULTS.items())
-        return f"default: per data set ({per_data})"
-    return f"default: {default}"
+def _help(name: str, default) -> str:
+    text = _FIELD_HELP[name]
+    if default is None:
+        if name in RECIPES["fast"]:
+            per_recipe = ", ".join(f"{recipe}: {values[name] if values[name] is not None else 'per data set'}"
+                                   for recipe, values in RECIPES.items())
+            return f"{text} (default: {per_recipe})"
+        if name in DATA_DEFAULTS["shapes"]:
+            per_data = ", ".join(f"{data}: {values[name]}" for data, values in DATA_DEFAULTS.items())
+            return f"{text} (default: per data set, {per_data})"
+        return text
+    return f"{text} (default: {default})"
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field. Every flag defaults to None ("not given"): the run's values are
+    TrainConfig's defaults (or --config's file) with the given flags on top."""
     hints = typing.get_type_hints(TrainConfig)
     for f in fields(TrainConfig):
         if f.name in _HIDDEN:
@@ -57,14 +118,19 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         default = f.default if f.default is not MISSING else None
         base = _base_type(hints[f.name])
         if base is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                                help=_help(f.name, default))
         elif typing.get_origin(base) is tuple:
-            parser.add_argument(flag, type=float, nargs=2, default=default, metavar=("MIN", "MAX"),
-                                help=_default_help(f.name, default))
+            parser.add_argument(flag, type=float, nargs=2, default=None, metavar=("A", "B"),
+                                help=_help(f.name, default))
         else:
-            parser.add_argument(flag, type=base, default=default, help=_default_help(f.name, default))
+            parser.add_argument(flag, type=base, default=None, choices=_CHOICES.get(f.name),
+                                help=_help(f.name, default))
     parser.add_argument("--mask", action="append", default=[], metavar="KEY=VALUE",
                         help="override a MaskConfig field, e.g. --mask num_targets=2 --mask strategy=random")
+    parser.add_argument("--config", default=None, metavar="RUN/config.json",
+                        help="start from an earlier run's settings (its config.json or its folder); "
+                             "flags given here override them")
 
 
 def _parse_mask_overrides(items: list[str]) -> dict:
@@ -103,12 +169,15 @@ def torch_distributed_ready() -> bool:
 def cmd_train(args: argparse.Namespace) -> int:
     from .train import train
 
-    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if f.name not in _HIDDEN}
-    # one length only: an explicit --steps or --epochs replaces the default budget
-    if args.steps is not None or args.epochs is not None:
-        values["budget_minutes"] = None
-    values["mask"] = _parse_mask_overrides(args.mask)
-    config = TrainConfig(**values)
+    base = TrainConfig.from_file(args.config) if args.config else TrainConfig()
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
+             if f.name not in _HIDDEN and getattr(args, f.name) is not None}
+    lengths = ("steps", "epochs", "budget_minutes")
+    if any(name in given for name in lengths):        # a length given here replaces the file's
+        base = replace(base, **{name: None for name in lengths})
+    if args.mask:
+        given["mask"] = {**base.mask, **_parse_mask_overrides(args.mask)}
+    config = replace(base, **given)
     try:
         result = train(config, args.out, resume=not args.no_resume, progress=not args.quiet)
     finally:
@@ -179,7 +248,10 @@ def cmd_course(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="jepa-lite", description="Pretrain and probe I-JEPA models.")
+    parser.add_argument("--version", action="version", version=f"jepa-lite {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p_train = sub.add_parser("train", help="pretrain a JEPA; writes checkpoint.pt, config.json, metrics.json")

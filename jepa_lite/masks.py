@@ -68,6 +68,9 @@ class MaskConfig:
     context_aspect: tuple[float, float] = (1.0, 1.0)
     min_keep: int = 4  # minimum context tokens, and minimum tokens per target block
     placement: str = "inside"  # "inside" (paper) | "torus" (blocks wrap: uniform coverage)
+    # the reference code floors s * N to whole tokens before taking the square roots (int(H * W * s));
+    # False rounds the sizes from the exact s * N
+    floor_tokens: bool = False
 
     def __post_init__(self) -> None:
         # Normalise convenient spellings; range checks happen in MaskSampler so that a
@@ -145,18 +148,20 @@ class Masks:
 # block geometry helpers
 
 def block_size_table(grid_size: tuple[int, int], scale: tuple[float, float],
-                     aspect: tuple[float, float], levels: int = SIZE_LEVELS) -> Tensor:
+                     aspect: tuple[float, float], levels: int = SIZE_LEVELS, floor_tokens: bool = False) -> Tensor:
     """All equally likely block sizes, one per level of the uniform draw u. Returns [L, 2] (h, w).
 
     As in the paper one draw u sets both the scale s and the aspect a (they are coupled):
-    h = round(sqrt(s*N*a)), w = round(sqrt(s*N/a)), clipped to 1..H and 1..W.
+    h = round(sqrt(s*N*a)), w = round(sqrt(s*N/a)), clipped to 1..H and 1..W; with floor_tokens,
+    s*N is first floored to whole tokens, as the reference code does.
     """
     H, W = grid_size
     u = (torch.arange(levels, dtype=torch.float64) + 0.5) / levels  # level midpoints
     s = scale[0] + u * (scale[1] - scale[0])
     a = aspect[0] + u * (aspect[1] - aspect[0])
-    h = torch.round(torch.sqrt(s * H * W * a)).clamp(1, H)
-    w = torch.round(torch.sqrt(s * H * W / a)).clamp(1, W)
+    tokens = torch.floor(s * H * W) if floor_tokens else s * H * W
+    h = torch.round(torch.sqrt(tokens * a)).clamp(1, H)
+    w = torch.round(torch.sqrt(tokens / a)).clamp(1, W)
     return torch.stack([h, w], dim=1).long()
 
 
@@ -260,7 +265,7 @@ class MaskSampler:
         """Block sizes with >= min_keep cells. Dropping the others and drawing uniformly from
         the rest equals redrawing the size until it is valid (the reference instead keeps the
         size and redraws the location forever). Returns [L_valid, 2] (h, w)."""
-        sizes = block_size_table(c.grid_size, scale, aspect)
+        sizes = block_size_table(c.grid_size, scale, aspect, floor_tokens=c.floor_tokens)
         areas = sizes.prod(1)
         if int(areas.max()) < c.min_keep:
             raise ValueError(f"{kind} block too small: {kind}_scale={scale} with aspect {aspect} "

@@ -28,7 +28,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .data import COLOUR_VIEWS, BatchAugment, ImageDataset, load_dataset, scramble_colours
+from .config import DATA_DEFAULTS, LR_SCHEDULES, RECIPES, TrainConfig, data_defaults
+from .data import BatchAugment, ImageDataset, load_dataset, scramble_colours
 from .progress import progress_bar
 from .device import PRECISIONS, autocast_context, choose_precision, describe_device, grad_scaler, pick_device
 from .masks import MaskConfig, Masks, MaskSampler, default_mask_config
@@ -42,7 +43,6 @@ from .errors import CheckpointError, HelperFailed, JepaLiteError, TrainingStoppe
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_LIVE_NAME = "metrics.jsonl"      # appended as the run logs; metrics.json is written with each checkpoint
 CHECKPOINT_FORMAT = "jepa_lite/1"
-LR_SCHEDULES = ("cosine", "constant")
 
 # Encoder architectures the engine can build: name -> (config class, module class). Any module
 # keeping the encoder contract (models.py docstring) can be added here.
@@ -50,132 +50,6 @@ ENCODERS: dict[str, tuple[type, type]] = {
     "vit": (ViTConfig, VisionTransformer),
     "cnn": (CNNConfig, ConvEncoder),
 }
-
-# Recipe defaults that depend on the data set (measured, docs/results.md): the shapes'
-# objects fill much of a 32 px image, so strong crops cut them away; smaller batches give a 5-minute
-# CPU run more updates. Real photos (CIFAR-10 and image folders) use the usual I-JEPA crops.
-DATA_DEFAULTS = {
-    "shapes": {"batch_size": 128, "crop_scale": (0.7, 1.0)},
-    "other": {"batch_size": 256, "crop_scale": (0.3, 1.0)},
-}
-
-
-def data_defaults(data: str) -> dict:
-    """The per-data-set defaults of TrainConfig fields left as None."""
-    return DATA_DEFAULTS["shapes" if data == "shapes" else "other"]
-
-
-@dataclass
-class TrainConfig:
-    """Every knob of a pretraining run. Length: give one of steps, epochs or budget_minutes
-    (if none is given, budget_minutes=5)."""
-    data: str = "shapes"
-    data_root: str = "data"
-    max_train_images: int | None = None
-    model: str = "tiny"
-    encoder: str = "vit"                   # "vit" | "cnn": the architecture of f_theta / g_phi (ENCODERS)
-    image_size: int | None = None          # default: the data set's own size
-    patch_size: int = 4
-    drop_path: float = 0.0
-    shared_context: bool = True            # predictor: one pass for all target blocks (models.py)
-    # length
-    steps: int | None = None
-    epochs: float | None = None
-    budget_minutes: float | None = None
-    batch_size: int | None = None          # default: per data set (DATA_DEFAULTS)
-    # optimisation
-    # Short-run defaults: flat after the warm-up. The paper's schedules (cosine lr, weight decay
-    # 0.04 -> 0.4, EMA 0.996 -> 1.0) are made for 300 epochs; over ~1000 CPU steps a flat lr, weight
-    # decay and EMA learned more on shapes and CIFAR-10 (docs/results.md).
-    lr: float = 1.5e-3
-    min_lr: float = 1e-5                   # the end of the cosine schedule
-    lr_schedule: str = "constant"          # after warmup: "constant" | "cosine" (decay to min_lr)
-    warmup_steps: int = 100
-    weight_decay: float = 0.1
-    final_weight_decay: float = 0.1        # weight decay moves on a cosine from weight_decay to this
-    grad_clip: float | None = 1.0
-    # EMA momentum moves linearly from ema_start to ema_end. With instance-normed targets 0.98 learned
-    # more than 0.993 or 0.96 in 700 steps on shapes and CIFAR-10 (docs/results.md)
-    ema_start: float = 0.98
-    ema_end: float = 0.98
-    loss: str = "smooth_l1"
-    # "instance": targets normalised over each image's tokens, then layer-normed; "layer": the paper's
-    # layer norm only. Instance learned faster on short runs (docs/results.md)
-    target_norm: str = "instance"
-    target_mode: str = "ema"
-    objective: str = "jepa"                # "jepa" (embeddings) | "pixels" (masked autoencoder) | "both"
-    pixel_weight: float = 1.0              # "both": loss = embedding loss + pixel_weight * pixel loss
-    # masks and augmentation
-    mask: dict = field(default_factory=dict)      # overrides of default_mask_config's fields
-    crop_scale: tuple[float, float] | None = None    # random-resized-crop area range; default: DATA_DEFAULTS
-    hflip: bool = True
-    # "same": both encoders see the same colours (the paper); "target": the target encoder sees the
-    # picture with its colours scrambled (data.scramble_colours), so a colour is no longer a target
-    # the predictor can guess from the context; "both": each encoder sees its own scrambled colours
-    colour_views: str = "same"
-    # machinery
-    seed: int = 0
-    device: str = "auto"
-    amp: str = "auto"                      # "auto" (by capability, device.py), "bf16", "fp16", "fp32"
-    compile: bool = False
-    workers: int = 0                       # CPU processes sharing each batch (distributed.py); 0 = auto
-    log_every: int = 25
-    checkpoint_every_minutes: float = 2.0
-
-    def __post_init__(self) -> None:
-        for key, value in data_defaults(self.data).items():
-            if getattr(self, key) is None:
-                setattr(self, key, value)
-        if isinstance(self.crop_scale, list):
-            self.crop_scale = tuple(self.crop_scale)
-        lengths = [x for x in (self.steps, self.epochs, self.budget_minutes) if x is not None]
-        if len(lengths) > 1:
-            raise ValueError(f"give only one of steps ({self.steps}), epochs ({self.epochs}) "
-                             f"and budget_minutes ({self.budget_minutes})")
-        if not lengths:
-            self.budget_minutes = 5.0
-        if self.steps is not None and self.steps <= 0:
-            raise ValueError(f"steps must be > 0, got {self.steps}")
-        if self.epochs is not None and self.epochs <= 0:
-            raise ValueError(f"epochs must be > 0, got {self.epochs}")
-        if self.budget_minutes is not None and not self.budget_minutes > 0:
-            raise ValueError(f"budget_minutes must be > 0, got {self.budget_minutes}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not self.lr > 0 or self.min_lr < 0:
-            raise ValueError(f"lr must be > 0 and min_lr >= 0, got lr={self.lr}, min_lr={self.min_lr}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; valid: {LR_SCHEDULES}")
-        if self.loss not in LOSSES:
-            raise ValueError(f"unknown loss {self.loss!r}; valid: {LOSSES}")
-        if self.target_mode not in TARGET_MODES:
-            raise ValueError(f"unknown target_mode {self.target_mode!r}; valid: {TARGET_MODES}")
-        if self.target_norm not in TARGET_NORMS:
-            raise ValueError(f"unknown target_norm {self.target_norm!r}; valid: {TARGET_NORMS}")
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"unknown objective {self.objective!r}; valid: {OBJECTIVES}")
-        if not self.pixel_weight > 0:
-            raise ValueError(f"pixel_weight must be > 0, got {self.pixel_weight}")
-        if self.encoder not in ENCODERS:
-            raise ValueError(f"unknown encoder {self.encoder!r}; valid: {tuple(ENCODERS)}")
-        if self.encoder == "cnn" and self.drop_path:
-            raise ValueError(f"drop_path ({self.drop_path}) applies to the vit encoder only; use 0 with encoder='cnn'")
-        if self.workers < 0:
-            raise ValueError(f"workers must be >= 0 (0 = auto), got {self.workers}")
-        if self.amp == "none":             # the name older configs used for float32
-            self.amp = "fp32"
-        if self.amp not in PRECISIONS:
-            raise ValueError(f"unknown amp {self.amp!r}; valid: {', '.join(PRECISIONS)}")
-        if self.colour_views not in COLOUR_VIEWS:
-            raise ValueError(f"unknown colour_views {self.colour_views!r}; valid: {COLOUR_VIEWS}")
-        if not (0 < self.crop_scale[0] <= self.crop_scale[1] <= 1):
-            raise ValueError(f"crop_scale must satisfy 0 < min <= max <= 1, got {self.crop_scale}")
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
-
 
 # ---------------------------------------------------------------------------------------------
 # building blocks
@@ -207,13 +81,14 @@ def build_jepa(encoder_config: ViTConfig | CNNConfig, predictor_config: Predicto
 def configs_for(config: TrainConfig, image_size: int) -> tuple[ViTConfig | CNNConfig, PredictorConfig, MaskConfig]:
     """The encoder, predictor and mask configs of a run. encoder="cnn" takes the token width D of
     the named model size (and its predictor) and builds cnn.CNNConfig with the same patch grid."""
+    config = config.resolve()
     encoder_config, predictor_config = model_configs(config.model, image_size=image_size,
                                                      patch_size=config.patch_size,
                                                      drop_path=config.drop_path)
     if config.encoder == "cnn":
         encoder_config = cnn_config_from_size(encoder_config.embed_dim, image_size, config.patch_size)
     predictor_config = replace(predictor_config, shared_context=config.shared_context)
-    mask_config = default_mask_config(encoder_config.grid_size)
+    mask_config = default_mask_config(encoder_config.grid_size, floor_tokens=config.floor_mask_tokens)
     unknown = set(config.mask) - {f.name for f in fields(MaskConfig)}
     if unknown:
         raise ValueError(f"unknown mask options {sorted(unknown)}; valid: {[f.name for f in fields(MaskConfig)]}")
@@ -231,12 +106,22 @@ def param_groups(model: nn.Module) -> list[dict]:
     return [{"params": decay, "apply_wd": True}, {"params": no_decay, "apply_wd": False, "weight_decay": 0.0}]
 
 
+def warmup_length(total_steps: int, config: TrainConfig) -> int:
+    """Warm-up steps: warmup_fraction of the run when > 0, else warmup_steps capped at a tenth of
+    the run; at least 1."""
+    config = config.resolve()
+    if config.warmup_fraction:
+        return max(1, round(config.warmup_fraction * total_steps))
+    return max(1, min(config.warmup_steps, total_steps // 10))
+
+
 def lr_at(step: int, total_steps: int, config: TrainConfig) -> float:
-    """Linear warmup to config.lr over warmup_steps (at most 10% of the run), then cosine to min_lr
+    """Linear warm-up from start_lr to lr (warmup_length), then cosine to min_lr
     (lr_schedule="cosine") or flat at lr (lr_schedule="constant")."""
-    warmup = max(1, min(config.warmup_steps, total_steps // 10))
+    config = config.resolve()
+    warmup = warmup_length(total_steps, config)
     if step < warmup:
-        return config.lr * (step + 1) / warmup
+        return config.start_lr + (config.lr - config.start_lr) * (step + 1) / warmup
     if config.lr_schedule == "constant":
         return config.lr
     progress = min((step - warmup) / max(total_steps - warmup, 1), 1.0)
@@ -245,6 +130,7 @@ def lr_at(step: int, total_steps: int, config: TrainConfig) -> float:
 
 def weight_decay_at(step: int, total_steps: int, config: TrainConfig) -> float:
     """Cosine increase weight_decay -> final_weight_decay (the paper: 0.04 -> 0.4)."""
+    config = config.resolve()
     progress = min(step / max(total_steps, 1), 1.0)
     return config.final_weight_decay + 0.5 * (config.weight_decay - config.final_weight_decay) * (
         1 + math.cos(math.pi * progress))
@@ -388,6 +274,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, out_dir: str | Path, dataset: ImageDataset | None = None,
                  resume: bool = True, progress: bool = True, log=print):
+        config = config.resolve()              # every default filled in, once
         self.config = config
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -424,7 +311,7 @@ class Trainer:
                                 target_norm=config.target_norm).to(self.device)
         self.drop_path_generator = torch.Generator()          # seeded per step in train_step
         set_drop_path_generator(self.model, self.drop_path_generator)
-        self.optimizer = torch.optim.AdamW(param_groups(self.model), lr=config.lr, betas=(0.9, 0.95),
+        self.optimizer = torch.optim.AdamW(param_groups(self.model), lr=config.lr, betas=config.betas,
                                            weight_decay=config.weight_decay)
         self.scaler = grad_scaler(self.device, self.precision)        # active for fp16 only
         self.mask_sampler = MaskSampler(self.mask_config)

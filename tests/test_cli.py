@@ -33,13 +33,20 @@ def test_mask_overrides_reach_the_config(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--budget-minutes", "0"], "budget_minutes must be > 0, got 0.0"),
     (["--budget-minutes", "-2"], "budget_minutes must be > 0, got -2.0"),
-    (["--model", "huge", "--steps", "1"], "unknown model size 'huge'"),
+    (["--model", "huge", "--steps", "1"], "invalid choice: 'huge'"),
+    (["--recipe", "mine", "--steps", "1"], "invalid choice: 'mine'"),
+    (["--ema-start", "1.5", "--steps", "1"], "ema_start must be in [0, 1], got 1.5"),
     (["--image-size", "30", "--patch-size", "4", "--steps", "1"], "30 is not divisible by patch_size 4"),
     (["--data", "nonsense", "--steps", "1"], "nonsense"),
 ])
 def test_bad_input_is_a_clear_error(tmp_path, capsys, args, message):
+    """Exit code 2 and one clear line, whether argparse (choices) or the config (ranges) refuses."""
     base = COMMON if "--image-size" in args else FAST
-    assert main(["train", "--out", str(tmp_path / "r"), *base, *args]) == 2
+    try:
+        code = main(["train", "--out", str(tmp_path / "r"), *base, *args])
+    except SystemExit as stop:                     # argparse: a value outside the flag's choices
+        code = stop.code
+    assert code == 2
     assert message in capsys.readouterr().err
 
 

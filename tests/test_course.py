@@ -115,7 +115,7 @@ def test_the_shipped_checkpoint_loads_into_the_current_code():
 
     checkpoint = load_checkpoint(course.repo_root() / course.SHIPPED_CHECKPOINT)
     assert checkpoint["data"]["spec"] == "shapes" and checkpoint["step"] == checkpoint["total_steps"]
-    recipe = TrainConfig(steps=1)                          # the shipped run is the default recipe
+    recipe = TrainConfig(steps=1).resolve()                # the shipped run is the default recipe
     for key in ("model", "target_norm", "loss", "ema_start", "lr", "batch_size"):
         assert checkpoint["train_config"][key] == getattr(recipe, key), key
     model = jepa_from_checkpoint(checkpoint).eval()

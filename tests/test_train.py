@@ -25,7 +25,38 @@ def test_lengths_are_exclusive_and_positive():
             TrainConfig(budget_minutes=bad)
     with pytest.raises(ValueError, match="steps must be > 0"):
         TrainConfig(steps=0)
-    assert TrainConfig().budget_minutes == 5.0
+    assert TrainConfig().budget_minutes is None and TrainConfig().resolve().budget_minutes == 5.0
+
+
+def test_a_config_is_a_frozen_value_that_replace_changes_and_resolve_fills_once():
+    """No field is rewritten after construction: replace() gives the run one asks for, and resolve()
+    fills the recipe's, the data set's and the model size's defaults (idempotent)."""
+    import dataclasses
+
+    base = TrainConfig()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        base.lr = 1.0
+    assert dataclasses.replace(base, steps=500).resolve().steps == 500            # no clash with a budget
+    assert dataclasses.replace(base, data="cifar10").resolve().batch_size == 256  # not the shapes batch size
+    resolved = base.resolve()
+    assert resolved.resolved and not base.resolved and resolved.resolve() == resolved
+    assert TrainConfig(model="vit_b_224").resolve().patch_size == 16              # the size's own patch
+    assert TrainConfig(model="vit_b_224", patch_size=8).resolve().patch_size == 8
+
+
+def test_the_paper_recipe_is_the_reference_codes_settings():
+    from jepa_lite.config import FAST_DEVIATIONS, RECIPES
+
+    paper = TrainConfig(recipe="paper", steps=300).resolve()
+    assert (paper.target_norm, paper.shared_context, paper.hflip, paper.grad_clip) == ("layer", False, False, 0.0)
+    assert (paper.ema_start, paper.ema_end, paper.betas, paper.crop_scale) == (0.996, 1.0, (0.9, 0.999), (0.3, 1.0))
+    assert (paper.weight_decay, paper.final_weight_decay, paper.lr_schedule) == (0.04, 0.4, "cosine")
+    assert paper.floor_mask_tokens and lr_at(0, 300, paper) == pytest.approx(2e-4 + (1e-3 - 2e-4) / 40)
+    assert lr_at(39, 300, paper) == pytest.approx(1e-3) and lr_at(300, 300, paper) == pytest.approx(1e-6)
+    assert TrainConfig(recipe="paper", lr=5e-4).resolve().lr == 5e-4              # a flag beats the recipe
+    fast = RECIPES["fast"]
+    differs = {name for name, value in RECIPES["paper"].items() if fast[name] != value}
+    assert differs <= set(FAST_DEVIATIONS), differs - set(FAST_DEVIATIONS)     # every deviation has its reason
 
 
 def test_schedules():
@@ -149,10 +180,11 @@ def test_checkpoint_from_other_architecture_lists_mismatched_keys(tmp_path, tiny
 
 
 def test_batch_and_crop_defaults_follow_the_data_set_unless_given():
-    shapes, photos = TrainConfig(data="shapes", steps=1), TrainConfig(data="imagefolder:x", steps=1)
+    shapes = TrainConfig(data="shapes", steps=1).resolve()
+    photos = TrainConfig(data="imagefolder:x", steps=1).resolve()
     assert (shapes.batch_size, shapes.crop_scale) == (128, (0.7, 1.0))
     assert (photos.batch_size, photos.crop_scale) == (256, (0.3, 1.0))
-    mine = TrainConfig(data="shapes", steps=1, batch_size=32, crop_scale=[0.5, 1.0])
+    mine = TrainConfig(data="shapes", steps=1, batch_size=32, crop_scale=[0.5, 1.0]).resolve()
     assert (mine.batch_size, mine.crop_scale) == (32, (0.5, 1.0))
     with pytest.raises(ValueError, match="crop_scale"):
         TrainConfig(data="shapes", steps=1, crop_scale=(0.9, 0.5))
@@ -163,7 +195,7 @@ def test_batch_and_crop_defaults_follow_the_data_set_unless_given():
 
 def test_objective_and_encoder_options_validate():
     assert (TrainConfig().objective, TrainConfig().encoder, TrainConfig().pixel_weight) == ("jepa", "vit", 1.0)
-    with pytest.raises(ValueError, match=r"unknown objective 'mae'; valid: \('jepa', 'pixels', 'both'\)"):
+    with pytest.raises(ValueError, match=r"unknown objective 'mae'; valid: jepa, pixels, both"):
         TrainConfig(steps=1, objective="mae")
     with pytest.raises(ValueError, match="pixel_weight must be > 0, got -1"):
         TrainConfig(steps=1, objective="both", pixel_weight=-1)
@@ -240,9 +272,9 @@ def test_checkpoints_from_before_the_options_load_and_resume_as_jepa(tmp_path, t
 
 def test_checkpoints_from_before_target_norm_are_layer_normed_runs(tmp_path, tiny_data):
     quiet = dict(dataset=tiny_data, progress=False, log=lambda *a: None)
-    with pytest.raises(ValueError, match=r"unknown target_norm 'batch'; valid: \('layer', 'instance', 'none'\)"):
+    with pytest.raises(ValueError, match=r"unknown target_norm 'batch'; valid: layer, instance, none"):
         TrainConfig(steps=1, target_norm="batch")
-    assert TrainConfig().target_norm == "instance"
+    assert TrainConfig().resolve().target_norm == "instance"
     trainer = Trainer(TrainConfig(steps=4, target_norm="layer", **TINY), tmp_path / "old", **quiet)
     trainer.train_step(0, trainer.total_steps)
     trainer.step = 1
@@ -277,12 +309,13 @@ def test_cli_flags_for_objective_and_encoder(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
-    for flag in ("--objective OBJECTIVE", "--pixel-weight PIXEL_WEIGHT", "--encoder ENCODER"):
+    for flag in ("--objective {jepa,pixels,both}", "--pixel-weight PIXEL_WEIGHT", "--encoder {vit,cnn}"):
         assert flag in help_text
     common = ["--model", "micro", "--batch-size", "16", "--max-train-images", "64", "--device", "cpu", "--quiet",
               "--image-size", "16", "--patch-size", "2", "--steps", "2"]
-    assert main(["train", "--out", str(tmp_path / "bad"), "--objective", "mae", *common]) == 2
-    assert "unknown objective 'mae'; valid: ('jepa', 'pixels', 'both')" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:
+        main(["train", "--out", str(tmp_path / "bad"), "--objective", "mae", *common])
+    assert refused.value.code == 2 and "invalid choice: 'mae'" in capsys.readouterr().err
     out = tmp_path / "pixels"
     assert main(["train", "--out", str(out), "--objective", "pixels", *common]) == 0
     assert load_checkpoint(out)["train_config"]["objective"] == "pixels"
