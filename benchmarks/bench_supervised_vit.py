@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))    # run from a che
 from jepa_lite.data import BatchAugment, iterate_batches, load_dataset, normalize  # noqa: E402
 from jepa_lite.evaluate import extract_features, linear_probe  # noqa: E402
 from jepa_lite.models import VisionTransformer, model_configs  # noqa: E402
-from jepa_lite.train import DATA_DEFAULTS, TrainConfig  # noqa: E402
+from jepa_lite.config import DATA_DEFAULTS, TrainConfig  # noqa: E402
 
 
 def main() -> None:
@@ -40,7 +40,7 @@ def main() -> None:
         raise SystemExit(f"--steps must be >= 1, got {args.steps}")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    defaults, recipe = DATA_DEFAULTS["shapes"], TrainConfig(steps=1)
+    defaults, recipe = DATA_DEFAULTS["shapes"], TrainConfig(steps=1).resolve()
     batch_size = defaults["batch_size"]
     train = load_dataset("shapes", "train")
     test = load_dataset("shapes", "test", max_images=2000)
