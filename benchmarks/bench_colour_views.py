@@ -34,11 +34,12 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))    # run from a checkout without installing
-from jepa_lite.data import COLOUR_VIEWS, load_dataset  # noqa: E402
+from jepa_lite.augment import COLOUR_VIEWS  # noqa: E402
+from jepa_lite.data import load_dataset  # noqa: E402
 from jepa_lite.data import normalize  # noqa: E402
 from jepa_lite.evaluate import extract_features, knn_probe, last_layer_outputs, linear_probe  # noqa: E402
 from jepa_lite.objective import embedding_std, rankme  # noqa: E402
-from jepa_lite.train import jepa_from_checkpoint, load_checkpoint  # noqa: E402
+from jepa_lite.checkpoint import jepa_from_checkpoint, load_checkpoint  # noqa: E402
 
 
 def train_runs(variants: list[str], steps: int, out: Path) -> dict[str, Path]:

@@ -31,7 +31,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))    # run from a checkout without installing
 from jepa_lite.data import load_dataset  # noqa: E402
 from jepa_lite.evaluate import probe_encoders  # noqa: E402
-from jepa_lite.train import Trainer, TrainConfig  # noqa: E402
+from jepa_lite.config import TrainConfig  # noqa: E402
+from jepa_lite.train import Trainer  # noqa: E402
 
 
 def parse_marks(text: str) -> list[int]:

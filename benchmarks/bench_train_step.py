@@ -21,7 +21,8 @@ from reference_style import ReferenceStyleStep  # noqa: E402
 
 from jepa_lite.masks import MaskConfig, MaskSampler  # noqa: E402
 from jepa_lite.models import model_configs  # noqa: E402
-from jepa_lite.train import autocast_context, build_jepa, param_groups  # noqa: E402
+from jepa_lite.build import build_jepa, param_groups  # noqa: E402
+from jepa_lite.device import autocast_context  # noqa: E402
 
 
 def paper_masks(batch_size: int, rounds: int):

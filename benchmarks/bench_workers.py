@@ -15,7 +15,8 @@ import time
 
 from jepa_lite.data import make_shapes
 from jepa_lite.distributed import usable_cpus
-from jepa_lite.train import TrainConfig, train
+from jepa_lite.config import TrainConfig
+from jepa_lite.train import train
 
 
 def measure(workers: int, batch_size: int, steps: int, model: str, dataset) -> tuple[float, float]:

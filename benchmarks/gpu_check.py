@@ -14,7 +14,8 @@ import time
 import torch
 
 from jepa_lite.data import ImageDataset
-from jepa_lite.train import TrainConfig, Trainer
+from jepa_lite.config import TrainConfig
+from jepa_lite.train import Trainer
 
 
 def measure(model: str, batch_size: int, steps: int, compile_model: bool, device: str) -> float:

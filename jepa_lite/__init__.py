@@ -3,11 +3,18 @@
     masks      block samplers -> index tensors          (notebook 01)
     models     patch embedding, sin-cos, ViT, predictor  (notebooks 02, 03)
     objective  EMA target, loss, collapse monitors       (notebook 04)
-    train      engine: schedules, budget, checkpoints    (notebook 05)
+    config     TrainConfig and the named recipes (fast, paper)
+    build      a run's networks from its config
+    schedules  learning rate and weight decay per step   (notebook 05)
+    train      the training loop: budget, metrics, resume, signals (notebook 05)
+    checkpoint atomic writes, safe reads, a JEPA back from a file
+    distributed  DistributedDataParallel: torchrun, or CPU workers from a notebook
     evaluate   features, probes, kNN, UMAP               (notebook 06)
     dense      patch features, segmentation / box probes, PCA pictures (notebook 07)
     cnn        a convolutional encoder with the encoder contract (notebook 08)
     data       procedural shapes, CIFAR-10/STL-10, image folders
+    shapes     the procedural shapes renderer
+    augment    batched crops and flips, recoloured views
     course     the notebooks' profile switch (test / cpu / gpu), `jepa-lite course`
     convert    released I-JEPA weights (reference checkpoints, Hugging Face) -> VisionTransformer
 """

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .errors import JepaLiteError, TrainingStopped
 from .config import DATA_DEFAULTS, ENCODER_NAMES, LR_SCHEDULES, RECIPES, TrainConfig
-from .data import COLOUR_VIEWS
+from .augment import COLOUR_VIEWS
 from .device import PRECISIONS
 from .models import IJEPA_SIZES, MODEL_SIZES
 from .objective import LOSSES, OBJECTIVES, TARGET_MODES, TARGET_NORMS
@@ -205,7 +205,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
     from .data import load_dataset
     from .device import describe_device, pick_device
     from .evaluate import format_table, probe_encoders
-    from .train import build_encoder, encoder_config_from_checkpoint, jepa_from_checkpoint, load_checkpoint
+    from .build import build_encoder
+    from .checkpoint import encoder_config_from_checkpoint, jepa_from_checkpoint, load_checkpoint
 
     checkpoint_path = Path(args.checkpoint)
     checkpoint = load_checkpoint(checkpoint_path)

@@ -22,7 +22,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from .data import COLOUR_VIEWS
+from .augment import COLOUR_VIEWS
 from .device import PRECISIONS
 from .objective import LOSSES, OBJECTIVES, TARGET_MODES, TARGET_NORMS
 

@@ -167,7 +167,7 @@ class CheckpointChoice:
 
 
 def _describe(path: Path) -> tuple[str, int, float]:
-    from .train import load_checkpoint             # late: train imports much more than the course needs
+    from .checkpoint import load_checkpoint             # late: train imports much more than the course needs
     checkpoint = load_checkpoint(path)
     return (checkpoint["data"]["spec"], int(checkpoint["step"]),
             float(checkpoint.get("elapsed_seconds", 0.0)) / 60)

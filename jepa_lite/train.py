@@ -16,124 +16,29 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
-import pickle
 import signal
-import threading
-import tempfile
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-from .config import DATA_DEFAULTS, LR_SCHEDULES, RECIPES, TrainConfig, data_defaults
-from .data import BatchAugment, ImageDataset, load_dataset, scramble_colours
-from .progress import progress_bar
-from .device import PRECISIONS, autocast_context, choose_precision, describe_device, grad_scaler, pick_device
-from .masks import MaskConfig, Masks, MaskSampler, default_mask_config
-from .cnn import CNNConfig, ConvEncoder, cnn_config_from_size
-from .models import Predictor, PredictorConfig, ViTConfig, VisionTransformer, model_configs, set_drop_path_generator
-from .objective import (JEPA, LOSSES, OBJECTIVES, TARGET_MODES, TARGET_NORMS, across_image_share, ema_momentum,
-                        embedding_std, rankme)
 from . import distributed
+from .build import build_jepa, configs_for, param_groups
+from .checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_NAME, METRICS_LIVE_NAME, load_checkpoint, load_networks, save_atomic,
+                         write_json_atomic, write_text_atomic)
+from .config import TrainConfig
+from .data import ImageDataset, load_dataset
+from .augment import BatchAugment, scramble_colours
+from .device import autocast_context, choose_precision, describe_device, grad_scaler, pick_device
 from .errors import CheckpointError, HelperFailed, JepaLiteError, TrainingStopped
-
-CHECKPOINT_NAME = "checkpoint.pt"
-METRICS_LIVE_NAME = "metrics.jsonl"      # appended as the run logs; metrics.json is written with each checkpoint
-CHECKPOINT_FORMAT = "jepa_lite/1"
-
-# Encoder architectures the engine can build: name -> (config class, module class). Any module
-# keeping the encoder contract (models.py docstring) can be added here.
-ENCODERS: dict[str, tuple[type, type]] = {
-    "vit": (ViTConfig, VisionTransformer),
-    "cnn": (CNNConfig, ConvEncoder),
-}
-
-# ---------------------------------------------------------------------------------------------
-# building blocks
-
-def encoder_kind(encoder_config) -> str:
-    """The ENCODERS name of an encoder config ("vit" for a ViTConfig, "cnn" for a CNNConfig)."""
-    for name, (config_class, _) in ENCODERS.items():
-        if isinstance(encoder_config, config_class):
-            return name
-    raise ValueError(f"no encoder for a {type(encoder_config).__name__}; valid configs: "
-                     f"{[c.__name__ for c, _ in ENCODERS.values()]}")
-
-
-def build_encoder(encoder_config) -> nn.Module:
-    """A ViTConfig -> VisionTransformer, a CNNConfig -> ConvEncoder (see ENCODERS)."""
-    return ENCODERS[encoder_kind(encoder_config)][1](encoder_config)
-
-
-def build_jepa(encoder_config: ViTConfig | CNNConfig, predictor_config: PredictorConfig, target_mode: str = "ema",
-               loss: str = "smooth_l1", objective: str = "jepa", pixel_weight: float = 1.0,
-               target_norm: str = "instance") -> JEPA:
-    encoder = build_encoder(encoder_config)
-    predictor = Predictor(predictor_config, encoder.embed_dim, encoder.grid_size)
-    patch_dim = encoder_config.in_channels * encoder_config.patch_size ** 2
-    return JEPA(encoder, predictor, target_mode=target_mode, loss=loss, objective=objective,
-                patch_dim=patch_dim, pixel_weight=pixel_weight, target_norm=target_norm)
-
-
-def configs_for(config: TrainConfig, image_size: int) -> tuple[ViTConfig | CNNConfig, PredictorConfig, MaskConfig]:
-    """The encoder, predictor and mask configs of a run. encoder="cnn" takes the token width D of
-    the named model size (and its predictor) and builds cnn.CNNConfig with the same patch grid."""
-    config = config.resolve()
-    encoder_config, predictor_config = model_configs(config.model, image_size=image_size,
-                                                     patch_size=config.patch_size,
-                                                     drop_path=config.drop_path)
-    if config.encoder == "cnn":
-        encoder_config = cnn_config_from_size(encoder_config.embed_dim, image_size, config.patch_size)
-    predictor_config = replace(predictor_config, shared_context=config.shared_context)
-    mask_config = default_mask_config(encoder_config.grid_size, floor_tokens=config.floor_mask_tokens)
-    unknown = set(config.mask) - {f.name for f in fields(MaskConfig)}
-    if unknown:
-        raise ValueError(f"unknown mask options {sorted(unknown)}; valid: {[f.name for f in fields(MaskConfig)]}")
-    mask_config = MaskConfig(**{**asdict(mask_config), **config.mask})
-    return encoder_config, predictor_config, mask_config
-
-
-def param_groups(model: nn.Module) -> list[dict]:
-    """AdamW groups: weight decay on matrices only, none on biases and 1-D (norm) parameters."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
-    return [{"params": decay, "apply_wd": True}, {"params": no_decay, "apply_wd": False, "weight_decay": 0.0}]
-
-
-def warmup_length(total_steps: int, config: TrainConfig) -> int:
-    """Warm-up steps: warmup_fraction of the run when > 0, else warmup_steps capped at a tenth of
-    the run; at least 1."""
-    config = config.resolve()
-    if config.warmup_fraction:
-        return max(1, round(config.warmup_fraction * total_steps))
-    return max(1, min(config.warmup_steps, total_steps // 10))
-
-
-def lr_at(step: int, total_steps: int, config: TrainConfig) -> float:
-    """Linear warm-up from start_lr to lr (warmup_length), then cosine to min_lr
-    (lr_schedule="cosine") or flat at lr (lr_schedule="constant")."""
-    config = config.resolve()
-    warmup = warmup_length(total_steps, config)
-    if step < warmup:
-        return config.start_lr + (config.lr - config.start_lr) * (step + 1) / warmup
-    if config.lr_schedule == "constant":
-        return config.lr
-    progress = min((step - warmup) / max(total_steps - warmup, 1), 1.0)
-    return config.min_lr + 0.5 * (config.lr - config.min_lr) * (1 + math.cos(math.pi * progress))
-
-
-def weight_decay_at(step: int, total_steps: int, config: TrainConfig) -> float:
-    """Cosine increase weight_decay -> final_weight_decay (the paper: 0.04 -> 0.4)."""
-    config = config.resolve()
-    progress = min(step / max(total_steps, 1), 1.0)
-    return config.final_weight_decay + 0.5 * (config.weight_decay - config.final_weight_decay) * (
-        1 + math.cos(math.pi * progress))
+from .masks import Masks, MaskSampler
+from .models import set_drop_path_generator
+from .objective import JEPA, across_image_share, ema_momentum, embedding_std, rankme
+from .progress import progress_bar
+from .schedules import lr_at, weight_decay_at
+from .signals import StopSignals
 
 
 def step_generator(seed: int, step: int, stream: int) -> torch.Generator:
@@ -147,114 +52,6 @@ def batch_indices(num_images: int, batch_size: int, seed: int, step: int) -> tor
     epoch, position = divmod(step, per_epoch)
     order = torch.randperm(num_images, generator=step_generator(seed, epoch, 15))
     return order[position * batch_size:(position + 1) * batch_size]
-
-
-# ---------------------------------------------------------------------------------------------
-# checkpoints
-
-def save_atomic(obj, path: Path) -> None:
-    """torch.save to a temporary file in the same folder, then rename: a crash mid-write never
-    leaves a truncated checkpoint behind."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def write_text_atomic(text: str, path: Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def write_json_atomic(obj, path: Path) -> None:
-    write_text_atomic(json.dumps(obj, indent=1), path)
-
-
-# what every checkpoint written by Trainer.state() holds (newer keys are optional: see Trainer._restore)
-CHECKPOINT_KEYS = ("train_config", "encoder_config", "predictor_config", "mask_config", "data",
-                   "context_encoder", "target_encoder", "predictor", "step")
-
-
-def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    """Load a checkpoint written by `train`: plain tensors and dicts only (weights_only=True, so a
-    file holding any other object is refused, never executed). Any unreadable, empty, truncated
-    or foreign file raises CheckpointError with one line that says which file and what is wrong."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / CHECKPOINT_NAME
-    if not path.exists():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"{path} is empty (0 bytes): not a checkpoint")
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as error:
-        if "weights only" in str(error).lower():      # torch refused a class: not ours, and not loaded
-            raise CheckpointError(f"{path} holds Python objects other than tensors and plain values: it is not a "
-                                  f"jepa_lite checkpoint, and it was not loaded (such a file can run code)") from None
-        raise CheckpointError(f"{path} is not a torch file (is it a checkpoint?)") from None
-    except (RuntimeError, EOFError, OSError, ValueError, IndexError, KeyError):   # torch's zip and tensor readers
-        raise CheckpointError(f"{path} cannot be read: truncated or damaged, or not a torch file") from None
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a jepa_lite checkpoint (expected format {CHECKPOINT_FORMAT!r})")
-    missing = [key for key in CHECKPOINT_KEYS if key not in checkpoint]
-    if missing:
-        raise CheckpointError(f"{path} is an incomplete jepa_lite checkpoint: no {', '.join(missing)}")
-    return checkpoint
-
-
-def load_state_dict_checked(module: nn.Module, state_dict: dict, what: str) -> None:
-    """load_state_dict that fails with one clear message listing every mismatched key."""
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(own))
-    shapes = [f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in sorted(set(own) & set(state_dict)) if own[k].shape != state_dict[k].shape]
-    if missing or unexpected or shapes:
-        raise CheckpointError(f"checkpoint {what} does not match this architecture: missing keys {missing}; "
-                              f"unexpected keys {unexpected}; shape mismatches {shapes}")
-    module.load_state_dict(state_dict)
-
-
-def load_networks(model: JEPA, checkpoint: dict) -> None:
-    """Copy the three networks' weights (and the pixel head, when the model has one) from a
-    checkpoint dict into `model`."""
-    for part in ("context_encoder", "target_encoder", "predictor"):
-        load_state_dict_checked(getattr(model, part), checkpoint[part], part)
-    if model.pixel_head is not None:
-        if "pixel_head" not in checkpoint:
-            raise ValueError(f"the model reconstructs pixels (objective {model.objective!r}) but the checkpoint "
-                             f"has no pixel_head")
-        load_state_dict_checked(model.pixel_head, checkpoint["pixel_head"], "pixel_head")
-
-
-def encoder_config_from_checkpoint(checkpoint: dict) -> ViTConfig | CNNConfig:
-    """The encoder config of a checkpoint: a CNNConfig if it was trained with encoder="cnn",
-    else a ViTConfig (checkpoints written before the encoder option are ViTs)."""
-    kind = checkpoint["train_config"].get("encoder", "vit")
-    if kind not in ENCODERS:
-        raise ValueError(f"checkpoint has unknown encoder {kind!r}; valid: {tuple(ENCODERS)}")
-    return ENCODERS[kind][0](**checkpoint["encoder_config"])
-
-
-def jepa_from_checkpoint(checkpoint: dict) -> JEPA:
-    """Rebuild the JEPA (all three networks, and the pixel head of the pixel objectives) from a
-    checkpoint dict. Checkpoints written before the objective option load as "jepa"."""
-    saved = checkpoint["train_config"]
-    model = build_jepa(encoder_config_from_checkpoint(checkpoint), PredictorConfig(**checkpoint["predictor_config"]),
-                       target_mode=saved["target_mode"], loss=saved["loss"],
-                       objective=saved.get("objective", "jepa"), pixel_weight=saved.get("pixel_weight", 1.0),
-                       target_norm=saved.get("target_norm", "layer"))
-    load_networks(model, checkpoint)
-    return model
 
 
 # ---------------------------------------------------------------------------------------------
@@ -638,39 +435,6 @@ class Trainer:
         if self.world > 1:        # leave together, after rank 0's last checkpoint (a rank that tears the group
             distributed.dist.barrier()   # down while another still uses it can abort)
         return TrainResult(self.model, self.history, self.checkpoint_path, self.step, self.elapsed)
-
-
-class StopSignals:
-    """While training: Ctrl-C (SIGINT) or SIGTERM only asks the loop to stop; it then writes a
-    checkpoint and raises TrainingStopped. A second signal acts at once as usual. Signal handlers
-    can only be set from the main thread: elsewhere this does nothing."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self.received: int | None = None
-        self._previous: dict = {}
-
-    def _handle(self, signum, frame) -> None:
-        if self.received is not None:             # asked twice: give up waiting for the step to end
-            self._restore()
-            signal.raise_signal(signum)
-            return
-        self.received = signum
-
-    def _restore(self) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        self._previous = {}
-
-    def __enter__(self) -> "StopSignals":
-        if threading.current_thread() is threading.main_thread():
-            for signum in self.SIGNALS:
-                self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._restore()
 
 
 def _helper_main(rank: int, world: int, store: str, config: TrainConfig, out_dir: str, dataset, state: dict,

@@ -6,8 +6,10 @@ from jepa_lite.data import make_shapes
 from jepa_lite.evaluate import extract_features
 from jepa_lite.models import Predictor, PredictorConfig, gather_tokens
 from jepa_lite.objective import JEPA
-from jepa_lite.train import (TrainConfig, Trainer, build_encoder, configs_for, jepa_from_checkpoint,
-                             load_checkpoint, train)
+from jepa_lite.build import build_encoder, configs_for
+from jepa_lite.checkpoint import jepa_from_checkpoint, load_checkpoint
+from jepa_lite.config import TrainConfig
+from jepa_lite.train import Trainer, train
 
 
 def cnn(**overrides) -> ConvEncoder:

@@ -31,7 +31,8 @@ def test_profiles_grow_from_test_to_gpu():
 def _tiny_checkpoint(path, data="shapes", steps=7):
     """A real (tiny) checkpoint file: find_checkpoint reads its data set and length."""
     from jepa_lite.data import make_shapes
-    from jepa_lite.train import TrainConfig, Trainer
+    from jepa_lite.config import TrainConfig
+    from jepa_lite.train import Trainer
 
     trainer = Trainer(TrainConfig(model="micro", steps=steps, batch_size=8, workers=1, data=data),
                       path.parent, dataset=make_shapes(16), resume=False, progress=False, log=lambda *a: None)
@@ -111,7 +112,8 @@ def test_the_shipped_checkpoint_loads_into_the_current_code():
     import torch
 
     from jepa_lite.data import make_shapes, normalize
-    from jepa_lite.train import TrainConfig, jepa_from_checkpoint, load_checkpoint
+    from jepa_lite.checkpoint import jepa_from_checkpoint, load_checkpoint
+    from jepa_lite.config import TrainConfig
 
     checkpoint = load_checkpoint(course.repo_root() / course.SHIPPED_CHECKPOINT)
     assert checkpoint["data"]["spec"] == "shapes" and checkpoint["step"] == checkpoint["total_steps"]
@@ -128,7 +130,8 @@ def test_gpu_profile_code_path_runs_on_cpu_at_test_sizes(tmp_path):
     """Notebook 05 on the gpu profile, shrunk: its model, a time budget (not a step count), the
     precision chosen for the device; shapes stands in for CIFAR-10 (tests never download)."""
     from jepa_lite.data import make_shapes
-    from jepa_lite.train import TrainConfig, Trainer
+    from jepa_lite.config import TrainConfig
+    from jepa_lite.train import Trainer
 
     gpu = PROFILES["gpu"]
     config = TrainConfig(data="shapes", model=gpu.model, batch_size=16, budget_minutes=0.1,

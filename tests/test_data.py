@@ -12,8 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from jepa_lite import data
-from jepa_lite.data import (BatchAugment, ImageDataset, iterate_batches, load_dataset, make_shapes,
+from jepa_lite import data, shapes
+from jepa_lite.augment import BatchAugment
+from jepa_lite.data import (ImageDataset, iterate_batches, load_dataset, make_shapes,
                             normalize)
 
 
@@ -32,7 +33,7 @@ def test_hash_matches_reference_splitmix64():
     # the int64 tensor version (wrapping multiply, emulated logical shifts) must equal uint64 math
     states = [0, 1, 12345, 2**63 - 1, 2**63, 2**64 - 1, 0x9E3779B97F4A7C15]
     signed = torch.tensor([s - (1 << 64) if s >= 1 << 63 else s for s in states], dtype=torch.int64)
-    got = [int(v) & ((1 << 64) - 1) for v in data._mix64(signed)]
+    got = [int(v) & ((1 << 64) - 1) for v in shapes._mix64(signed)]
     assert got == [_splitmix64_reference(s) for s in states]
 
 
@@ -95,7 +96,7 @@ def test_shapes_masks_nonempty_and_boxes_tight():
 def test_mask_boxes_empty_mask_is_zero():
     masks = torch.zeros(2, 8, 8, dtype=torch.bool)
     masks[1, 2:5, 3:4] = True
-    assert data._mask_boxes(masks).tolist() == [[0, 0, 0, 0], [3, 2, 4, 5]]
+    assert shapes.mask_boxes(masks).tolist() == [[0, 0, 0, 0], [3, 2, 4, 5]]
 
 
 def test_shape_pixels_differ_from_background():
@@ -361,7 +362,8 @@ def test_no_warnings_on_clean_paths(tmp_path):
 def test_scramble_colours_permutes_and_inverts_channels_only():
     """Each output channel is one input channel, possibly inverted (in [0, 1] pixel values), the three
     are a permutation, the draw depends only on the generator, and shapes are untouched."""
-    from jepa_lite.data import NORM_MEAN, NORM_STD, normalize, scramble_colours
+    from jepa_lite.augment import scramble_colours
+    from jepa_lite.data import NORM_MEAN, NORM_STD, normalize
 
     images = make_shapes(16, seed=3).images
     x = normalize(images)
@@ -386,7 +388,8 @@ def test_scramble_colours_permutes_and_inverts_channels_only():
 def test_colour_views_feed_the_encoders_other_colours(tmp_path):
     """"same" gives both encoders one picture; "target" gives the target encoder a recoloured copy and the
     context encoder the picture "same" gives it; "both" recolours each view."""
-    from jepa_lite.train import TrainConfig, Trainer
+    from jepa_lite.config import TrainConfig
+    from jepa_lite.train import Trainer
 
     data = make_shapes(32, seed=0, image_size=16)
     seen = {}

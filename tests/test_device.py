@@ -53,7 +53,8 @@ def test_trainer_uses_a_gradient_scaler_for_fp16_only(fake_cuda, monkeypatch, tm
     """The training step's fp16 path (scale, unscale, clip, step, update) on a T4-like answer; the
     arithmetic itself stays on the CPU so that the test runs anywhere."""
     from jepa_lite.data import make_shapes
-    from jepa_lite.train import TrainConfig, Trainer
+    from jepa_lite.config import TrainConfig
+    from jepa_lite.train import Trainer
 
     fake_cuda((7, 5), "Tesla T4")
     seen = []

@@ -8,7 +8,9 @@ import torch
 
 from jepa_lite import distributed
 from jepa_lite.data import make_shapes
-from jepa_lite.train import TrainConfig, Trainer, load_checkpoint, train
+from jepa_lite.checkpoint import load_checkpoint
+from jepa_lite.config import TrainConfig
+from jepa_lite.train import Trainer, train
 
 TINY = dict(model="micro", batch_size=16, log_every=1, device="cpu", image_size=16, patch_size=2,
             warmup_steps=2, checkpoint_every_minutes=100.0)
@@ -83,7 +85,8 @@ def test_a_script_without_the_main_guard_gets_a_clear_error_not_a_hang(tmp_path)
     script = tmp_path / "unguarded.py"
     script.write_text(textwrap.dedent(f"""
         from jepa_lite.data import make_shapes
-        from jepa_lite.train import TrainConfig, train
+        from jepa_lite.config import TrainConfig
+        from jepa_lite.train import train
         config = TrainConfig(steps=2, workers=2, **{TINY!r})
         train(config, {str(tmp_path / 'out')!r}, dataset=make_shapes(32, image_size=16), progress=False)
     """))
