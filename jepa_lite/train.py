@@ -1,6 +1,7 @@
-"""The training engine: schedules, time budget, metrics, atomic checkpoints, exact resume.
+"""The training loop: time budget, metrics, checkpoints, exact resume, a clean stop on a signal.
 
-One `TrainConfig` holds every default of the recipe (the CLI flags map onto its fields).
+A resolved `TrainConfig` (config.py) says everything the run does; build.py makes its networks,
+schedules.py its lr and weight decay, checkpoint.py reads and writes its files.
 Randomness is a pure function of (seed, step), so a run resumed from a checkpoint draws the
 same batches, crops and masks as the uninterrupted run and, on CPU, gives the same losses.
 
