@@ -77,10 +77,10 @@ PROFILES: dict[str, Profile] = {
 # take longer in every notebook but 05, whose training length is a time budget.
 EXPECTED_MINUTES: dict[str, dict[str, float]] = {
     # 2 CPU cores (AMD EPYC, AVX2), `jepa-lite course --profile cpu`
-    "cpu": {"00_setup_and_data.ipynb": 0.2, "01_patches_and_masks.ipynb": 0.2, "02_encoders.ipynb": 0.1,
-            "03_predictor.ipynb": 0.1, "04_loss_and_collapse.ipynb": 4.3, "05_training.ipynb": 4.2,
-            "06_what_it_learned.ipynb": 1.2, "07_dense_tasks.ipynb": 0.5,
-            "08_prediction_vs_reconstruction.ipynb": 3.5},
+    "cpu": {"00_setup_and_data.ipynb": 0.3, "01_patches_and_masks.ipynb": 0.2, "02_encoders.ipynb": 0.1,
+            "03_predictor.ipynb": 0.2, "04_loss_and_collapse.ipynb": 4.4, "05_training.ipynb": 4.1,
+            "06_what_it_learned.ipynb": 1.3, "07_dense_tasks.ipynb": 0.5,
+            "08_prediction_vs_reconstruction.ipynb": 3.9},
     # one H200, while other training shared the GPU (upper bounds); the rest not measured yet
     "gpu": {"00_setup_and_data.ipynb": 1.4, "02_encoders.ipynb": 0.3, "03_predictor.ipynb": 0.3},
 }
