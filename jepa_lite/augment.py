@@ -25,9 +25,13 @@ class BatchAugment:
     hflip: bool = True
     output_size: int | tuple[int, int] | None = None      # default: the input size
 
-    def __call__(self, images_uint8: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """images_uint8: [B, 3, H, W] uint8 -> [B, 3, h, w] float32, normalised (see normalize)."""
-        B, _, H, W = images_uint8.shape
+    def __call__(self, images_uint8: Tensor, generator: torch.Generator | None = None,
+                 rows: slice | None = None, batch_size: int | None = None) -> Tensor:
+        """images_uint8: [B, 3, H, W] uint8 -> [B, 3, h, w] float32, normalised (see normalize).
+        rows, batch_size: the images are these rows of a batch of batch_size (one process's share of a
+        global batch): the crops are drawn for the whole batch, as one process would, and these rows kept."""
+        b, _, H, W = images_uint8.shape
+        B = batch_size if rows is not None else b
         if isinstance(self.output_size, int):
             out_h = out_w = self.output_size
         else:
@@ -66,24 +70,31 @@ class BatchAugment:
         theta[:, 0, 2] = 2 * x0 + w - 1
         theta[:, 1, 1] = h
         theta[:, 1, 2] = 2 * y0 + h - 1
+        if rows is not None:
+            theta = theta[rows]
         x = normalize(images_uint8)
         theta = theta.to(device=x.device, dtype=x.dtype)
-        grid = F.affine_grid(theta, [B, 3, out_h, out_w], align_corners=False)
+        grid = F.affine_grid(theta, [b, 3, out_h, out_w], align_corners=False)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 COLOUR_VIEWS = ("same", "target", "both")
 
 
-def scramble_colours(images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+def scramble_colours(images: Tensor, generator: torch.Generator | None = None,
+                     rows: slice | None = None, batch_size: int | None = None) -> Tensor:
     """The same pictures in other colours: each image's channels are shuffled by a random
     permutation and each channel is inverted (v -> 1 - v) with probability 1/2, 48 colourings in all.
     Edges, shapes and textures stay; which colour is where does not. images: [B, 3, H, W] normalised
-    as `normalize` makes them; returns the same shape and normalisation."""
+    as `normalize` makes them; returns the same shape and normalisation. rows, batch_size: as in
+    BatchAugment (draws for the whole batch, keeps these rows)."""
     B = images.shape[0]
+    n = batch_size if rows is not None else B
     gen_device = generator.device if generator is not None else torch.device("cpu")
-    order = torch.argsort(torch.rand(B, 3, generator=generator, device=gen_device), dim=1)
-    invert = torch.rand(B, 3, generator=generator, device=gen_device) < 0.5
+    order = torch.argsort(torch.rand(n, 3, generator=generator, device=gen_device), dim=1)
+    invert = torch.rand(n, 3, generator=generator, device=gen_device) < 0.5
+    if rows is not None:
+        order, invert = order[rows], invert[rows]
     mean = torch.tensor(NORM_MEAN, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
     std = torch.tensor(NORM_STD, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
     pixels = images * std + mean                                    # back to [0, 1]

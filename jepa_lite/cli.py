@@ -75,6 +75,9 @@ _FIELD_HELP = {
     "hflip": "random horizontal flips",
     "colour_views": "same: both encoders see the same colours (the paper); target / both: scrambled colours "
                     "for the target encoder / for each (docs/results.md)",
+    "stream": "decode an image folder on the fly with DataLoader workers instead of holding it in memory "
+              "(default: when the decoded folder would exceed 2 GiB)",
+    "loader_workers": "streaming: decoding processes (default: half the usable CPUs, 1 to 8)",
     "seed": "seed of every random draw of the run (weights, batches, crops, masks)",
     "device": "auto (a GPU when there is one), cpu, cuda, cuda:N or mps",
     "amp": "precision: auto (bf16 on GPUs with native bf16, fp16 with a gradient scaler on older GPUs such as "

@@ -128,6 +128,10 @@ class TrainConfig:
     # picture with its colours scrambled (data.scramble_colours), so a colour is no longer a target
     # the predictor can guess from the context; "both": each encoder sees its own scrambled colours
     colour_views: str = "same"
+    # data loading: stream image folders from disk (DataLoader workers) instead of decoding them into
+    # memory; None: stream when the decoded folder would exceed stream.STREAM_ABOVE_BYTES
+    stream: bool | None = None
+    loader_workers: int | None = None      # streaming: decoding processes (default: half the usable CPUs, 1..8)
     # machinery
     seed: int = 0
     device: str = "auto"
@@ -163,7 +167,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be > 0, got {value}")
         at_least_zero = {"min_lr": self.min_lr, "start_lr": self.start_lr, "warmup_steps": self.warmup_steps,
                          "weight_decay": self.weight_decay, "final_weight_decay": self.final_weight_decay,
-                         "grad_clip": self.grad_clip, "workers": self.workers}
+                         "grad_clip": self.grad_clip, "workers": self.workers,
+                         "loader_workers": self.loader_workers}
         for name, value in at_least_zero.items():
             if value is not None and value < 0:
                 raise ValueError(f"{name} must be >= 0{' (0 = auto)' if name == 'workers' else ''}, got {value}")
@@ -180,6 +185,8 @@ class TrainConfig:
             raise ValueError(f"crop_scale must satisfy 0 < min <= max <= 1, got {self.crop_scale}")
         if not 0 <= self.drop_path < 1:
             raise ValueError(f"drop_path must be in [0, 1), got {self.drop_path}")
+        if self.stream and not self.data.startswith("imagefolder:"):
+            raise ValueError(f"stream=True reads image folders (--data imagefolder:PATH); {self.data!r} is held in memory")
         if self.encoder == "cnn" and self.drop_path:
             raise ValueError(f"drop_path ({self.drop_path}) applies to the vit encoder only; use 0 with encoder='cnn'")
 

@@ -422,6 +422,19 @@ def normalize(images_uint8: Tensor, dtype: torch.dtype = torch.float32) -> Tenso
     return (images_uint8.to(dtype) / 255.0 - mean) / std
 
 
+def step_generator(seed: int, step: int, stream: int) -> torch.Generator:
+    """A CPU generator that depends only on (seed, step, stream): this is what makes resume exact."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 16 + stream)
+
+
+def batch_indices(num_images: int, batch_size: int, seed: int, step: int) -> torch.Tensor:
+    """The image indices of a step: epochs are fresh permutations, batches consecutive slices."""
+    per_epoch = max(num_images // batch_size, 1)
+    epoch, position = divmod(step, per_epoch)
+    order = torch.randperm(num_images, generator=step_generator(seed, epoch, 15))
+    return order[position * batch_size:(position + 1) * batch_size]
+
+
 def iterate_batches(dataset: ImageDataset, batch_size: int, generator: torch.Generator,
                     drop_last: bool = True) -> Iterator[tuple[Tensor, Tensor]]:
     """One epoch in an order shuffled by `generator`: yields (images [b, 3, H, W] uint8, labels [b])

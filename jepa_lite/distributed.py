@@ -170,7 +170,10 @@ def init_file_group(store_file: str, rank: int, world: int) -> None:
 def shareable(dataset):
     """What to hand a helper process for `dataset`: the data set itself when /dev/shm has room
     (torch.multiprocessing then moves its tensors to shared memory: no copy per helper), else
-    numpy copies that travel through the pipe (Docker's default /dev/shm is only 64 MB)."""
+    numpy copies that travel through the pipe (Docker's default /dev/shm is only 64 MB). A streamed
+    folder (stream.ImageFolderStream) travels as it is: it holds file names only."""
+    if not hasattr(dataset, "__dataclass_fields__"):
+        return dataset
     tensors = {f.name: getattr(dataset, f.name) for f in fields(dataset)}
     size = sum(t.numel() * t.element_size() for t in tensors.values() if isinstance(t, torch.Tensor))
     try:
