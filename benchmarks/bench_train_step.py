@@ -1,6 +1,12 @@
-"""Training-step throughput: jepa_lite vs a reference-style step, side by side.
+"""Training-step throughput: jepa_lite vs the reference code's step, side by side.
 
-    python benchmarks/bench_train_step.py [--steps 20] [--batch-size 128] [--model tiny]
+    python benchmarks/bench_train_step.py [--steps 20] [--batch-size 128] [--model small]
+    python benchmarks/bench_train_step.py --reference PATH/TO/ijepa     # also the real reference code
+
+--reference takes a checkout of facebookresearch/ijepa that you fetched (this project ships none of
+its code): its VisionTransformer and VisionTransformerPredictor then run the same step as its
+src/train.py (layer-normed targets, smooth-L1, one predictor pass per target block, EMA), on the
+same images and masks. Without it, benchmarks/reference_style.py stands in for that code.
 
 Both run the same sizes (default: ViT 128 x 4, predictor 64 x 3, B=128, 32 px, patch 4,
 4 target blocks) on the same pre-sampled masks, alternating rounds so that machine noise hits
@@ -15,6 +21,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference_style import ReferenceStyleStep  # noqa: E402
@@ -33,6 +40,44 @@ def paper_masks(batch_size: int, rounds: int):
     return [sampler(batch_size, generator=g) for _ in range(rounds)]
 
 
+class RealReferenceStep:
+    """The reference code's own modules (a checkout at `path`), stepped as its src/train.py does."""
+
+    def __init__(self, path: str, dim=128, depth=4, heads=4, pred_dim=64, pred_depth=3, img=32, patch=4):
+        import copy
+        sys.path.insert(0, str(Path(path).resolve()))
+        from src.masks.utils import apply_masks
+        from src.models.vision_transformer import VisionTransformer, VisionTransformerPredictor
+        from src.utils.tensors import repeat_interleave_batch
+        self.apply_masks, self.repeat_interleave_batch = apply_masks, repeat_interleave_batch
+        torch.manual_seed(0)
+        self.encoder = VisionTransformer(img_size=[img], patch_size=patch, embed_dim=dim, depth=depth, num_heads=heads)
+        self.predictor = VisionTransformerPredictor(num_patches=(img // patch) ** 2, embed_dim=dim,
+                                                    predictor_embed_dim=pred_dim, depth=pred_depth, num_heads=heads)
+        self.target_encoder = copy.deepcopy(self.encoder)
+        for p in self.target_encoder.parameters():
+            p.requires_grad = False
+        self.optimizer = torch.optim.AdamW(list(self.encoder.parameters()) + list(self.predictor.parameters()), lr=1e-3)
+
+    def step(self, images, context_indices, target_indices, momentum=0.996):
+        masks_enc = [context_indices]
+        masks_pred = [target_indices[:, t] for t in range(target_indices.shape[1])]
+        with torch.no_grad():
+            h = self.target_encoder(images)
+            h = F.layer_norm(h, (h.size(-1),))
+            h = self.apply_masks(h, masks_pred)
+            h = self.repeat_interleave_batch(h, len(images), repeat=len(masks_enc))
+        z = self.predictor(self.encoder(images, masks_enc), masks_enc, masks_pred)
+        loss = F.smooth_l1_loss(z, h)
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad()
+        with torch.no_grad():
+            for param_q, param_k in zip(self.encoder.parameters(), self.target_encoder.parameters()):
+                param_k.data.mul_(momentum).add_((1.0 - momentum) * param_q.detach().data)
+        return float(loss.detach())
+
+
 class LiteStep:
     def __init__(self, model_name: str, amp: str, shared_context: bool = False):
         torch.manual_seed(0)
@@ -49,7 +94,17 @@ class LiteStep:
         loss.backward()
         self.optimizer.step()
         self.model.update_target(momentum)
-        return float(loss)
+        return float(loss.detach())
+
+
+def matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> float:
+    """What this CPU's fp32 matmul reaches on large square matrices: the ceiling for any step."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n ** 3 * repeats / (time.perf_counter() - start) / 1e9
 
 
 def count_flops(stepper, images, masks) -> float:
@@ -66,6 +121,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--model", default="small")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--reference", default=None, metavar="PATH",
+                        help="a checkout of facebookresearch/ijepa: also time its own modules")
     parser.add_argument("--bf16", action="store_true", help="also time CPU bf16 autocast (slow without AVX512-BF16)")
     args = parser.parse_args()
     if args.threads:
@@ -79,11 +136,15 @@ def main() -> None:
     masks = paper_masks(B, args.steps)
     torch.set_grad_enabled(True)
     print(f"context tokens {masks[0].context_indices.shape[1]}, target block {masks[0].target_indices.shape[2]} tokens")
-    contenders = {
+    contenders = {}
+    if args.reference:
+        contenders["reference code fp32"] = RealReferenceStep(args.reference, enc.embed_dim, enc.depth, enc.num_heads,
+                                                             pred.embed_dim, pred.depth)
+    contenders.update({
         "reference-style fp32": ReferenceStyleStep(enc.embed_dim, enc.depth, enc.num_heads, pred.embed_dim, pred.depth),
         "jepa_lite fp32": LiteStep(args.model, "none"),
         "jepa_lite shared-context": LiteStep(args.model, "none", shared_context=True),
-    }
+    })
     if args.bf16:
         contenders["jepa_lite bf16 autocast"] = LiteStep(args.model, "bf16")
     flops = {name: count_flops(s, images, masks[0]) for name, s in contenders.items()}
@@ -100,13 +161,15 @@ def main() -> None:
             seconds[name] += time.perf_counter() - start
             counts[name] += len(masks)
     base = None
-    print(f"{'contender':<26}{'img/s':>8}{'ms/step':>9}{'GFLOP/step':>12}{'GFLOP/s':>9}{'ratio':>7}")
+    peak = matmul_peak_gflops()
+    print(f"fp32 matmul peak of this CPU (2048 x 2048): {peak:.0f} GFLOP/s")
+    print(f"{'contender':<26}{'img/s':>8}{'ms/step':>9}{'GFLOP/step':>12}{'GFLOP/s':>9}{'of peak':>9}{'ratio':>7}")
     for name in contenders:
         per_step = seconds[name] / counts[name]
         ips = B / per_step
         base = base or ips
         print(f"{name:<26}{ips:>8.0f}{1000 * per_step:>9.1f}{flops[name] / 1e9:>12.2f}"
-              f"{flops[name] / 1e9 / per_step:>9.1f}{ips / base:>7.2f}")
+              f"{flops[name] / 1e9 / per_step:>9.1f}{flops[name] / 1e9 / per_step / peak:>9.0%}{ips / base:>7.2f}")
 
 
 if __name__ == "__main__":
