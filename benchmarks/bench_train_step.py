@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference_style import ReferenceStyleStep  # noqa: E402
@@ -40,42 +39,16 @@ def paper_masks(batch_size: int, rounds: int):
     return [sampler(batch_size, generator=g) for _ in range(rounds)]
 
 
-class RealReferenceStep:
+def real_reference_step(path: str, dim=128, depth=4, heads=4, pred_dim=64, pred_depth=3, img=32, patch=4):
     """The reference code's own modules (a checkout at `path`), stepped as its src/train.py does."""
-
-    def __init__(self, path: str, dim=128, depth=4, heads=4, pred_dim=64, pred_depth=3, img=32, patch=4):
-        import copy
-        sys.path.insert(0, str(Path(path).resolve()))
-        from src.masks.utils import apply_masks
-        from src.models.vision_transformer import VisionTransformer, VisionTransformerPredictor
-        from src.utils.tensors import repeat_interleave_batch
-        self.apply_masks, self.repeat_interleave_batch = apply_masks, repeat_interleave_batch
-        torch.manual_seed(0)
-        self.encoder = VisionTransformer(img_size=[img], patch_size=patch, embed_dim=dim, depth=depth, num_heads=heads)
-        self.predictor = VisionTransformerPredictor(num_patches=(img // patch) ** 2, embed_dim=dim,
-                                                    predictor_embed_dim=pred_dim, depth=pred_depth, num_heads=heads)
-        self.target_encoder = copy.deepcopy(self.encoder)
-        for p in self.target_encoder.parameters():
-            p.requires_grad = False
-        self.optimizer = torch.optim.AdamW(list(self.encoder.parameters()) + list(self.predictor.parameters()), lr=1e-3)
-
-    def step(self, images, context_indices, target_indices, momentum=0.996):
-        masks_enc = [context_indices]
-        masks_pred = [target_indices[:, t] for t in range(target_indices.shape[1])]
-        with torch.no_grad():
-            h = self.target_encoder(images)
-            h = F.layer_norm(h, (h.size(-1),))
-            h = self.apply_masks(h, masks_pred)
-            h = self.repeat_interleave_batch(h, len(images), repeat=len(masks_enc))
-        z = self.predictor(self.encoder(images, masks_enc), masks_enc, masks_pred)
-        loss = F.smooth_l1_loss(z, h)
-        loss.backward()
-        self.optimizer.step()
-        self.optimizer.zero_grad()
-        with torch.no_grad():
-            for param_q, param_k in zip(self.encoder.parameters(), self.target_encoder.parameters()):
-                param_k.data.mul_(momentum).add_((1.0 - momentum) * param_q.detach().data)
-        return float(loss.detach())
+    sys.path.insert(0, str(Path(path).resolve()))
+    from src.masks.utils import apply_masks
+    from src.models.vision_transformer import VisionTransformer, VisionTransformerPredictor
+    torch.manual_seed(0)
+    encoder = VisionTransformer(img_size=[img], patch_size=patch, embed_dim=dim, depth=depth, num_heads=heads)
+    predictor = VisionTransformerPredictor(num_patches=(img // patch) ** 2, embed_dim=dim,
+                                           predictor_embed_dim=pred_dim, depth=pred_depth, num_heads=heads)
+    return ReferenceStyleStep(encoder=encoder, predictor=predictor, masks_of=apply_masks)
 
 
 class LiteStep:
@@ -138,7 +111,7 @@ def main() -> None:
     print(f"context tokens {masks[0].context_indices.shape[1]}, target block {masks[0].target_indices.shape[2]} tokens")
     contenders = {}
     if args.reference:
-        contenders["reference code fp32"] = RealReferenceStep(args.reference, enc.embed_dim, enc.depth, enc.num_heads,
+        contenders["reference code fp32"] = real_reference_step(args.reference, enc.embed_dim, enc.depth, enc.num_heads,
                                                              pred.embed_dim, pred.depth)
     contenders.update({
         "reference-style fp32": ReferenceStyleStep(enc.embed_dim, enc.depth, enc.num_heads, pred.embed_dim, pred.depth),

@@ -98,11 +98,15 @@ class RefPredictor(nn.Module):
 class ReferenceStyleStep:
     """One I-JEPA step in the reference's style: call step(images, context_idx, target_idx)."""
 
-    def __init__(self, dim=128, depth=4, heads=4, pred_dim=64, pred_depth=3, img=32, patch=4):
+    def __init__(self, dim=128, depth=4, heads=4, pred_dim=64, pred_depth=3, img=32, patch=4,
+                 encoder=None, predictor=None, masks_of=None):
+        """Stand-in networks by default; `encoder`, `predictor` and `masks_of` (apply_masks) let the
+        reference code's own modules run the same step (bench_train_step.py --reference)."""
         import copy
         torch.manual_seed(0)
-        self.encoder = RefEncoder(img, patch, dim, depth, heads)
-        self.predictor = RefPredictor(img // patch, dim, pred_dim, pred_depth, heads)
+        self.encoder = encoder or RefEncoder(img, patch, dim, depth, heads)
+        self.predictor = predictor or RefPredictor(img // patch, dim, pred_dim, pred_depth, heads)
+        self.apply_masks = masks_of or apply_masks
         self.target_encoder = copy.deepcopy(self.encoder)
         for p in self.target_encoder.parameters():
             p.requires_grad = False
@@ -115,7 +119,7 @@ class ReferenceStyleStep:
         with torch.no_grad():
             h = self.target_encoder(images)
             h = F.layer_norm(h, (h.size(-1),))
-            h = apply_masks(h, masks_pred)
+            h = self.apply_masks(h, masks_pred)     # one context mask: the reference's repeat is a no-op
         z = self.encoder(images, masks_enc)
         z = self.predictor(z, masks_enc, masks_pred)
         loss = F.smooth_l1_loss(z, h)
@@ -125,4 +129,4 @@ class ReferenceStyleStep:
         with torch.no_grad():
             for param_q, param_k in zip(self.encoder.parameters(), self.target_encoder.parameters()):
                 param_k.data.mul_(momentum).add_((1.0 - momentum) * param_q.detach().data)
-        return loss.item()
+        return float(loss.detach())

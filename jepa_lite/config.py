@@ -212,9 +212,9 @@ class TrainConfig:
             values["amp"] = "fp32"
         for name in ("crop_scale", "betas"):                 # lists from JSON -> tuples
             value = values.get(name, getattr(self, name))
-            if value is not None:
+            if value is not None and not isinstance(value, tuple):
                 values[name] = tuple(value)
-        return replace(self, **values)
+        return replace(self, **values) if values else self     # resolved already: the same value
 
     @property
     def resolved(self) -> bool:
