@@ -12,13 +12,14 @@
 #               each class form the test split, so probe accuracies are on held-out training images,
 #               not on CIFAR-10's official test set
 #
-# Writes to $OUT only: gpu_check.txt (machine, versions, benchmarks/gpu_check.py), course.log (the
+# Writes to $OUT only: gpu_check.txt (machine, versions, benchmarks/gpu_check.py), torchrun.log, course.log (the
 # `jepa-lite course --profile gpu` run) and notebooks.tar.gz (the executed notebooks and the small
 # records of runs/: json and txt, no checkpoints); the tarball is written even when the course fails.
 #
-# Knobs (environment): COURSE_ONLY="05 06" runs only those notebooks (default: all, in order);
+# Knobs (environment): COURSE_ONLY="05 06" runs only those notebooks (default: all, in order; "" none);
 # COURSE_PROFILE (default gpu; "test" only to try this script on a CPU); GPU_CHECK=0 skips
-# gpu_check.py; GPU_CHECK_ARGS (default "--models small --batch-size 256 --steps 50").
+# gpu_check.py; GPU_CHECK_ARGS (default "--models small --batch-size 256 --steps 50"); TORCHRUN_MINUTES
+# (section 5) and LOADER_WORKERS (default 8) for the torchrun check.
 set -euo pipefail
 
 : "${OUT:?set OUT to the output folder}"
@@ -46,12 +47,14 @@ cat > /tmp/jupyter/kernels/python3/kernel.json <<EOF
 EOF
 
 # --- 2. CIFAR-10 into data/ (the repo's data root) ------------------------------------------------
-rm -rf /tmp/cifar10 && mkdir -p /tmp/cifar10
-tar xzf .gpu_data/cifar10-train-jpg.tar.gz -C /tmp/cifar10
-# --sitecustomize: torchvision's CIFAR10 checks each file against the official archive's md5, which a
-# rebuilt file never matches; /tmp/site/sitecustomize.py swaps in these files' md5s (this run only).
-python3 benchmarks/make_cifar10_batches.py /tmp/cifar10/train data --test-per-class 1000 --sitecustomize "$SITE"
-rm -rf /tmp/cifar10
+# (skipped on a second call to a machine that still has them)
+if [ ! -f "$SITE/sitecustomize.py" ] || [ ! -f data/cifar-10-batches-py/data_batch_1 ] || [ ! -d /tmp/cifar10/train ]; then
+  rm -rf /tmp/cifar10 && mkdir -p /tmp/cifar10
+  tar xzf .gpu_data/cifar10-train-jpg.tar.gz -C /tmp/cifar10
+  # --sitecustomize: torchvision's CIFAR10 checks each file against the official archive's md5, which a
+  # rebuilt file never matches; /tmp/site/sitecustomize.py swaps in these files' md5s (this run only).
+  python3 benchmarks/make_cifar10_batches.py /tmp/cifar10/train data --test-per-class 1000 --sitecustomize "$SITE"
+fi   # /tmp/cifar10/train stays: the torchrun check streams it as an image folder
 
 # --- 3. the machine, the packages, a short throughput check --------------------------------------
 {
@@ -103,11 +106,25 @@ pack() {   # the executed notebooks and runs/' small records; under 16 MiB, else
 }
 trap pack EXIT
 
-read -r -a only <<< "${COURSE_ONLY:-00 01 02 03 04 05 06 07 08}"
+read -r -a only <<< "${COURSE_ONLY-00 01 02 03 04 05 06 07 08}"
 # one notebook per call, so that a failing notebook is reported and the later ones still run
 # (notebook 06 finds notebook 05's run in runs/, which persists between calls)
+# (the tarball is rewritten after each one, so a call cut off by its time limit still returns them)
 for nb in "${only[@]}"; do
+  [ -z "$nb" ] && continue
   echo "python3 -m jepa_lite.cli course --profile ${COURSE_PROFILE:-gpu} --only $nb"
   python3 -m jepa_lite.cli course --profile "${COURSE_PROFILE:-gpu}" --out "$NB" --only "$nb" 2>&1 \
     | tee -a "$OUT/course.log" || echo "notebook $nb FAILED" | tee -a "$OUT/course.log"
+  pack > /dev/null
 done
+
+# --- 5. torchrun: the streaming path on the GPU (pinned memory, non-blocking copies) ----------------
+# TORCHRUN_MINUTES=N (default 0: skipped) trains `small` for N minutes under torchrun, streaming the
+# CIFAR-10 JPEG folder through DataLoader workers, and keeps its log. One GPU gives one process, so
+# this checks the launch, the loader and the copies, not NCCL's all-reduce (that needs two GPUs).
+if [ "${TORCHRUN_MINUTES:-0}" != 0 ]; then
+  python3 -m torch.distributed.run --standalone --nproc_per_node=1 -m jepa_lite train \
+    --data imagefolder:/tmp/cifar10/train --stream --loader-workers "${LOADER_WORKERS:-8}" --model small \
+    --batch-size 256 --budget-minutes "$TORCHRUN_MINUTES" --log-every 200 --quiet --no-resume --out /tmp/torchrun_run 2>&1 \
+    | tee "$OUT/torchrun.log" || echo "torchrun FAILED" | tee -a "$OUT/torchrun.log"
+fi
