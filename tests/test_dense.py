@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from jepa_lite.data import make_shapes, normalize
-from jepa_lite.dense import (BoxHead, average_precision, box_cxcywh_to_xyxy, box_iou, box_probe, box_xyxy_to_cxcywh,
-                             extract_patch_features, generalized_box_iou, patch_fractions, patch_labels, pca_rgb,
-                             pixel_labels, raw_patch_features, segmentation_iou, segmentation_probe, upsample_logits)
+from jepa_lite.boxes import box_probe
+from jepa_lite.dense import (extract_patch_features, patch_fractions, patch_labels, pca_rgb, pixel_labels,
+                             raw_patch_features, segmentation_iou, segmentation_probe, upsample_logits)
 from jepa_lite.models import ViTConfig, VisionTransformer
 
 
@@ -141,87 +141,6 @@ def test_segmentation_probe_subsample_and_errors():
         segmentation_probe(feats[:40], targets[:40], feats[40:], targets[40:], steps=0)
     with pytest.raises(ValueError, match=r"patch features \[N, gh, gw, F\]"):
         segmentation_probe(feats[:40].flatten(1, 2), targets[:40], feats[40:], targets[40:])
-
-
-# ---------------------------------------------------------------------------------------------
-# boxes
-
-def test_box_iou_by_hand():
-    a = torch.tensor([0.0, 0.0, 2.0, 2.0])
-    assert box_iou(a, a).item() == 1.0
-    assert box_iou(a, torch.tensor([5.0, 5.0, 6.0, 6.0])).item() == 0.0
-    assert box_iou(a, torch.tensor([2.0, 0.0, 4.0, 2.0])).item() == 0.0          # touching edges: exclusive x1
-    assert box_iou(a, torch.tensor([1.0, 1.0, 3.0, 3.0])).item() == pytest.approx(1 / 7)
-    assert box_iou(a, torch.tensor([0.0, 0.0, 4.0, 2.0])).item() == pytest.approx(0.5)
-    assert box_iou(torch.zeros(4), torch.zeros(4)).item() == 0.0                  # empty boxes
-    assert box_iou(torch.rand(5, 1, 4), torch.rand(3, 4)).shape == (5, 3)        # broadcast, paired
-    # GIoU: equal to IoU when one box encloses the other, negative when apart
-    assert generalized_box_iou(a, torch.tensor([0.0, 0.0, 4.0, 2.0])).item() == pytest.approx(0.5)
-    assert generalized_box_iou(a, torch.tensor([4.0, 0.0, 6.0, 2.0])).item() == pytest.approx(-1 / 3)
-    boxes = torch.tensor([[1.0, 2.0, 5.0, 10.0]])
-    assert torch.equal(box_xyxy_to_cxcywh(boxes), torch.tensor([[3.0, 6.0, 4.0, 8.0]]))
-    assert torch.equal(box_cxcywh_to_xyxy(box_xyxy_to_cxcywh(boxes)), boxes)
-    with pytest.raises(ValueError, match=r"\[\.\.\., 4\]"):
-        box_iou(torch.zeros(3), torch.zeros(3))
-
-
-def test_average_precision_by_hand():
-    ious = torch.tensor([0.9, 0.1, 0.6, 0.2])
-    scores = torch.tensor([0.9, 0.8, 0.7, 0.6])
-    # ranked: hit, miss, hit, miss -> precision envelope 1 up to recall 1/4, 2/3 up to 2/4
-    assert average_precision(ious, scores) == pytest.approx(0.25 * 1 + 0.25 * 2 / 3)
-    assert average_precision(torch.ones(5), torch.rand(5)) == pytest.approx(1.0)
-    assert average_precision(torch.zeros(5), torch.rand(5)) == 0.0
-    # no ranking (a constant score): one operating point, AP = hit rate ** 2
-    assert average_precision(torch.tensor([0.9, 0.9, 0.1, 0.1]), torch.zeros(4)) == pytest.approx(0.25)
-    assert average_precision(ious, scores, threshold=0.75) == pytest.approx(0.25)
-    with pytest.raises(ValueError, match=r"threshold must be in \(0, 1\], got 1.5"):
-        average_precision(ious, scores, threshold=1.5)
-
-
-def synthetic_boxes(n, grid=8, image_size=32, signal=True, seed=0):
-    """Random boxes; the features say which patches are inside and (in every patch) the box size."""
-    g = torch.Generator().manual_seed(seed)
-    wh = torch.randint(8, 20, (n, 2), generator=g).float()
-    x0y0 = (torch.rand(n, 2, generator=g) * (image_size - wh)).floor()
-    boxes = torch.cat([x0y0, x0y0 + wh], dim=1)
-    centres = (torch.arange(grid) + 0.5) * image_size / grid
-    inside_x = (centres[None, :] >= boxes[:, 0:1]) & (centres[None, :] < boxes[:, 2:3])      # [n, grid]
-    inside_y = (centres[None, :] >= boxes[:, 1:2]) & (centres[None, :] < boxes[:, 3:4])
-    inside = (inside_y[:, :, None] & inside_x[:, None, :]).float()                           # [n, gy, gx]
-    feats = torch.randn(n, grid, grid, 6, generator=g)
-    if signal:
-        feats[..., 0] += 3 * inside
-        feats[..., 1] += 3 * (wh[:, 0] / image_size)[:, None, None]
-        feats[..., 2] += 3 * (wh[:, 1] / image_size)[:, None, None]
-    return feats, boxes
-
-
-def test_box_probe_learns_a_synthetic_task():
-    feats, boxes = synthetic_boxes(320)
-    result = box_probe(feats[:256], boxes[:256], feats[256:], boxes[256:], image_size=32, steps=150, batch_size=64)
-    assert result["predictions"].shape == (64, 4) and result["scores"].shape == (64,)
-    assert result["ious"].shape == (64,) and result["attention"].shape == (64, 8, 8)
-    assert isinstance(result["head"], BoxHead)
-    assert result["mean_iou"] > 0.55 and result["ap50"] > 0.6        # (a constant box would score ~0.25)
-    noise, _ = synthetic_boxes(320, signal=False)
-    blind = box_probe(noise[:256], boxes[:256], noise[256:], boxes[256:], image_size=32, steps=150, batch_size=64)
-    assert blind["mean_iou"] < result["mean_iou"] - 0.2
-    state = torch.get_rng_state()
-    again = box_probe(feats[:256], boxes[:256], feats[256:], boxes[256:], image_size=32, steps=150, batch_size=64)
-    assert torch.equal(again["predictions"], result["predictions"])            # deterministic on the CPU
-    assert torch.equal(torch.get_rng_state(), state)                            # global RNG untouched
-    with pytest.raises(ValueError, match="boxes must be"):
-        box_probe(feats[:256], boxes[:255], feats[256:], boxes[256:], image_size=32)
-    with pytest.raises(ValueError, match="steps must be >= 1, got 0"):
-        box_probe(feats[:256], boxes[:256], feats[256:], boxes[256:], image_size=32, steps=0)
-
-
-def test_box_head_starts_at_the_centre():
-    head = BoxHead(6, (8, 8))
-    boxes, confidence, attention = head(torch.randn(3, 8, 8, 6))
-    assert torch.allclose(boxes, torch.tensor([0.5, 0.5, 0.5, 0.5]).expand(3, 4), atol=1e-6)
-    assert confidence.shape == (3,) and torch.allclose(attention.sum(dim=(1, 2)), torch.ones(3))
 
 
 # ---------------------------------------------------------------------------------------------
