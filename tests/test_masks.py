@@ -1,4 +1,4 @@
-"""Tests for jepa_lite.masks: invariants, seeding, block statistics, coverage and position bias."""
+"""Tests for jepa_lite.masks and jepa_lite.mask_coverage: invariants, seeding, block statistics, coverage and position bias."""
 
 from __future__ import annotations
 
@@ -18,9 +18,8 @@ from jepa_lite.masks import (
     MaskSampler,
     block_size_table,
     default_mask_config,
-    expected_block_coverage,
-    sample_reference_style,
 )
+from jepa_lite.mask_coverage import expected_block_coverage, sample_reference_style
 
 STRATEGIES = ["multiblock", "random", "single_block", "raster"]
 PLACEMENTS = ["inside", "torus"]
