@@ -35,3 +35,28 @@ def weight_decay_at(step: int, total_steps: int, config: TrainConfig) -> float:
     progress = min(step / max(total_steps, 1), 1.0)
     return config.final_weight_decay + 0.5 * (config.weight_decay - config.final_weight_decay) * (
         1 + math.cos(math.pi * progress))
+
+
+class BudgetLength:
+    """A time-budgeted run's length in steps, from its measured speed: the schedules above need a
+    total, and a budget gives minutes. The first measurement starts after 3 steps (the first are
+    often slower) and gives a total after 10 more; the total is corrected every 10 steps until 80%
+    of the budget is spent, then kept, so the end of the schedule stays put."""
+
+    def __init__(self, budget_seconds: float):
+        self.budget = budget_seconds
+        self.start, self.start_step = None, 0
+
+    def update(self, step: int, now: float, run_start: float, total_steps: int | None) -> int | None:
+        """After step `step` at time `now` (the run's time counted from `run_start`): the new total,
+        or `total_steps` unchanged."""
+        if step < 3:
+            return total_steps
+        if self.start is None:
+            self.start, self.start_step = now, step
+            return total_steps
+        if step - self.start_step >= 10 and (total_steps is None or (
+                step % 10 == 0 and now - run_start < 0.8 * self.budget)):
+            per_step = (now - self.start) / (step - self.start_step)
+            return step + max(int((self.budget - (now - run_start)) / per_step), 1)
+        return total_steps

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .data import _balanced_indices, _decode, _resolve_imagefolder, _scan_imagefolder, batch_indices, step_generator
+from .data import _balanced_indices, batch_indices, step_generator
+from .imagefolder import decode, resolve_imagefolder, scan_imagefolder
 from .distributed import rows_of_rank
 from .masks import MaskConfig, Masks, MaskSampler
 
@@ -39,15 +40,15 @@ class ImageFolderStream(Dataset):
         if not spec.startswith("imagefolder:"):
             raise ValueError(f"streaming reads image folders (imagefolder:PATH), got {spec!r}")
         path = spec.split(":", 1)[1]
-        folder = _resolve_imagefolder(Path(path).expanduser(), split)
-        files, labels, self.classes = _scan_imagefolder(folder)
+        folder = resolve_imagefolder(Path(path).expanduser(), split)
+        files, labels, self.classes = scan_imagefolder(folder)
         if max_images is not None and max_images < len(files):
             keep = _balanced_indices(torch.tensor(labels), max_images).tolist()
             files, labels = [files[i] for i in keep], [labels[i] for i in keep]
         self.files, self.labels = [str(f) for f in files], labels
         self.name = f"{spec}[{split}, streamed]"
         if image_size is None:                    # the first readable image's (square crop) size
-            first = next((a for a in map(lambda f: _decode(Path(f), None), self.files[:50]) if a is not None), None)
+            first = next((a for a in map(lambda f: decode(Path(f), None), self.files[:50]) if a is not None), None)
             if first is None:
                 raise ValueError(f"imagefolder: none of the first 50 image files under {folder} could be read")
             image_size = first.shape[0]
@@ -62,7 +63,7 @@ class ImageFolderStream(Dataset):
     def __getitem__(self, item: tuple[int, int]):
         step, index = item
         for offset in range(len(self.files)):    # an unreadable file: the next readable one stands in
-            pixels = _decode(Path(self.files[(index + offset) % len(self.files)]), self.image_size)
+            pixels = decode(Path(self.files[(index + offset) % len(self.files)]), self.image_size)
             if pixels is not None:
                 if offset:
                     warnings.warn(f"imagefolder: unreadable {self.files[index]}; used the next file instead")

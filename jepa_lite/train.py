@@ -15,7 +15,6 @@ The same engine trains every variant (notebook 08):
 from __future__ import annotations
 
 import copy
-import json
 import math
 import signal
 import time
@@ -28,7 +27,7 @@ import torch.nn as nn
 from . import distributed
 from .build import build_jepa, configs_for, param_groups
 from .checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_NAME, METRICS_LIVE_NAME, load_checkpoint, load_networks, save_atomic,
-                         write_json_atomic, write_text_atomic)
+                         write_json_atomic)
 from .config import TrainConfig
 from .data import ImageDataset, batch_indices, load_dataset, step_generator
 from .augment import BatchAugment, scramble_colours
@@ -36,9 +35,10 @@ from .device import autocast_context, choose_precision, describe_device, grad_sc
 from .errors import CheckpointError, HelperFailed, JepaLiteError, TrainingStopped
 from .masks import Masks, MaskSampler
 from .models import set_drop_path_generator
-from .objective import JEPA, across_image_share, ema_momentum, embedding_std, rankme
+from .metrics import IntervalMeter, LiveMetrics, collapse_warning
+from .objective import JEPA, ema_momentum
 from .progress import progress_bar
-from .schedules import lr_at, weight_decay_at
+from .schedules import BudgetLength, lr_at, weight_decay_at
 from .signals import StopSignals
 from .stream import STREAM_ABOVE_BYTES, ImageFolderStream, stream_loader
 
@@ -336,22 +336,11 @@ class Trainer:
             torch.set_num_threads(threads)
 
     def _warn_if_collapsed(self, record: dict) -> bool:
-        """Log a warning when a metrics record shows either kind of collapse (notebook 04); True if it did.
-        Thresholds: std below 10% of a spread-out embedding's 1/sqrt(D) (the encoder maps every token
-        to nearly one vector), or under 5% of the target variance across images (the tokens depend on
-        their position only: the std can look healthy then). A healthy run stays far from both."""
-        std_floor = 0.1 / math.sqrt(self.model.target_encoder.embed_dim)
-        reasons = []
-        if record["target_std"] < std_floor:
-            reasons.append(f"target std {record['target_std']:.4f} < {std_floor:.4f}: "
-                           "nearly one vector for every token")
-        if record["target_image_share"] < 0.05:
-            reasons.append(f"only {record['target_image_share']:.1%} of the target variance is across images: "
-                           "the targets depend on the token position, hardly on the image")
-        if reasons:
-            self.log(f"warning: the target encoder looks collapsed at step {record['step']} ("
-                     + "; ".join(reasons) + "). Training goes on; notebook 04 shows both kinds of collapse.")
-        return bool(reasons)
+        """Log metrics.collapse_warning's line when the record shows collapse; True if it did."""
+        warning = collapse_warning(record, self.model.target_encoder.embed_dim)
+        if warning:
+            self.log(warning)
+        return warning is not None
 
     def _loop(self, until_step: int | None) -> TrainResult:
         with StopSignals() as signals:
@@ -359,19 +348,14 @@ class Trainer:
 
     def _loop_until_signal(self, until_step: int | None, signals: "StopSignals") -> TrainResult:
         self._last_saved_step = self.step
-        live_metrics = None
-        if self.rank == 0:        # metrics.jsonl: one line per record as it is logged (watch it live: tail -f)
-            live_path = self.out_dir / METRICS_LIVE_NAME
-            write_text_atomic("".join(json.dumps(r) + "\n" for r in self.history), live_path)   # = the checkpoint's
-            live_metrics = open(live_path, "a")
+        live_metrics = LiveMetrics(self.out_dir / METRICS_LIVE_NAME if self.rank == 0 else None, self.history)
         try:
             return self._steps(until_step, signals, live_metrics)
         finally:
             self._batches = None               # streaming: stop the loader's workers (a later run() restarts them)
-            if live_metrics is not None:
-                live_metrics.close()
+            live_metrics.close()
 
-    def _steps(self, until_step: int | None, signals: "StopSignals", live_metrics) -> TrainResult:
+    def _steps(self, until_step: int | None, signals: "StopSignals", live_metrics: LiveMetrics) -> TrainResult:
         config = self.config
         budget = config.budget_minutes * 60 if config.budget_minutes is not None else None
         provisional_total = 10 ** 6                  # before the speed is measured (budget runs)
@@ -379,10 +363,9 @@ class Trainer:
         if self.progress:
             bar = progress_bar(self.total_steps, initial=self.step, desc="train")
 
-        interval_loss, interval_steps, interval_images, interval_start = 0.0, 0, 0, time.perf_counter()
-        interval_parts: dict[str, float] = {}          # embedding_loss / pixel_loss of the other objectives
+        meter = IntervalMeter(start=time.perf_counter())
         last_save = time.perf_counter()
-        calibration_start, calibration_step = None, 0
+        length = BudgetLength(budget) if budget is not None else None
         run_start = time.perf_counter() - self.elapsed
         warned_collapse = False
         while True:
@@ -396,52 +379,25 @@ class Trainer:
                 break
             result = self.train_step(self.step, total)
             self.step += 1
-            interval_loss += result["loss"].item()
-            interval_steps += 1
-            interval_images += result["batch"]
-            for part in ("embedding_loss", "pixel_loss"):
-                if part in result:
-                    interval_parts[part] = interval_parts.get(part, 0.0) + result[part].item()
+            meter.add(result)
             if bar is not None:
                 bar.update(1)
 
-            # budget runs: set the schedule length from the measured speed, and keep correcting
-            # it (the first steps are often slower) until 80% of the budget is spent
-            if budget is not None and self.step >= 3:
-                now = time.perf_counter()
-                if calibration_start is None:
-                    calibration_start, calibration_step = now, self.step
-                elif self.step - calibration_step >= 10 and (self.total_steps is None or (
-                        self.step % 10 == 0 and now - run_start < 0.8 * budget)):
-                    per_step = (now - calibration_start) / (self.step - calibration_step)
-                    self.total_steps = self.step + max(int((budget - (now - run_start)) / per_step), 1)
-                    if bar is not None:
-                        bar.total = self.total_steps
-                        bar.refresh()
+            if length is not None:           # a budget: the schedule's length from the measured speed
+                total_before = self.total_steps
+                self.total_steps = length.update(self.step, time.perf_counter(), run_start, self.total_steps)
+                if bar is not None and self.total_steps != total_before:
+                    bar.total = self.total_steps
+                    bar.refresh()
 
             if self.step % config.log_every == 0 or self.step == (self.total_steps or -1):
-                now = time.perf_counter()
-                pooled = result["target_tokens"].float().mean(dim=1)           # [B, D]
-                record = {"step": self.step, "loss": interval_loss / interval_steps,
-                          "lr": result["lr"], "weight_decay": result["wd"], "momentum": result["momentum"],
-                          "target_std": embedding_std(result["target_tokens"]),
-                          "target_rankme": rankme(pooled),
-                          # needs 2+ images: a batch (or a rank's share of it) of 1 logs NaN
-                          "target_image_share": (across_image_share(result["target_tokens"])
-                                                 if result["target_tokens"].shape[0] >= 2 else float("nan")),
-                          "images_per_second": interval_images / max(now - interval_start, 1e-9),
-                          "elapsed_seconds": now - run_start}
-                record.update({part: total_part / interval_steps for part, total_part in interval_parts.items()})
+                record = meter.record(self.step, result, time.perf_counter(), run_start)
                 self.history.append(record)
-                if live_metrics is not None:
-                    live_metrics.write(json.dumps(record) + "\n")
-                    live_metrics.flush()
+                live_metrics.write(record)
                 if not warned_collapse:
                     warned_collapse = self._warn_if_collapsed(record)
                 if bar is not None:
                     bar.set_postfix(loss=f"{record['loss']:.4f}", std=f"{record['target_std']:.3f}")
-                interval_loss, interval_steps, interval_images, interval_start = 0.0, 0, 0, now
-                interval_parts = {}
             if self.rank == 0 and time.perf_counter() - last_save > config.checkpoint_every_minutes * 60:
                 self.elapsed = time.perf_counter() - run_start
                 self.save()
