@@ -1,5 +1,6 @@
 """Meta's released I-JEPA encoders as jepa_lite VisionTransformers, to probe and visualise them
-with the course's tools (jepa_lite.evaluate).
+with the course's tools (jepa_lite.evaluate), and the checkpoints' predictors as jepa_lite Predictors,
+to run the released context -> predictor -> target pipeline.
 
 Two sources of the same weights:
     reference checkpoints (facebookresearch/ijepa, e.g. IN1K-vit.h.14-300e.pth.tar): a dict with
@@ -11,6 +12,10 @@ Two sources of the same weights:
 
     load_reference_checkpoint(path)           -> VisionTransformer   (target encoder by default)
     convert_reference_state_dict(state_dict)  -> (ViTConfig, state dict for VisionTransformer)
+    load_reference_predictor(path)            -> Predictor
+    reference_predictor_config(state_dict)    -> (PredictorConfig, encoder_dim, grid_size)
+    convert_reference_predictor_state_dict(state_dict) -> (PredictorConfig, state dict for Predictor)
+    load_reference_models(path)               -> (context encoder, target encoder, predictor)
     convert_hf_ijepa(model or state_dict, config) -> VisionTransformer
     from_pretrained_hf("facebook/ijepa_vith14_1k") -> VisionTransformer   (needs transformers)
 
@@ -23,6 +28,14 @@ The checkpoint's own table is copied into the encoder's pos_embed buffer, so the
 the source exactly; the buffer is not in the state dict, and a rebuild from the config
 recomputes the same sin-cos table (a warning says when the checkpoint's table is something else).
 
+The reference predictor is jepa_lite's Predictor in its per-block mode (shared_context=False) with
+the same two differences and its parameters renamed (predictor_embed -> embed, predictor_blocks ->
+blocks, predictor_norm -> norm, predictor_proj -> proj; predictor_pos_embed is the pos_embed
+buffer). The released predictors use their encoder's head count, which is how it is inferred.
+Batch layout: the reference's predictor(z, [context_mask], target_masks) returns the T target
+blocks block-major, [T * B, K_tgt, D]; jepa_lite's predictor(z, context_indices, target_indices
+[B, T, K_tgt]) returns [B, T, K_tgt, D], i.e. out.transpose(0, 1).reshape(T * B, K_tgt, D).
+
 Inputs: the released encoders were trained on ImageNet-normalised pixels (mean 0.485/0.456/0.406,
 std 0.229/0.224/0.225; the reference's transforms); jepa_lite.data.normalize gives (x - 0.5) / 0.25.
 input_normalization="jepa_lite" folds the difference into the patch embedding, so that
@@ -34,6 +47,7 @@ import contextlib
 import math
 import pickle
 import re
+import sys
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -42,7 +56,8 @@ import torch
 import torch.nn as nn
 
 from .data import NORM_MEAN, NORM_STD
-from .models import POS_EMBED_ORDERS, ViTConfig, VisionTransformer, sincos_pos_embed_2d
+from .models import (POS_EMBED_ORDERS, Predictor, PredictorConfig, ViTConfig, VisionTransformer,
+                     sincos_pos_embed_2d)
 
 # heads of the reference code's ViT sizes (tiny ... giant), keyed by width: shapes cannot tell the head count
 REFERENCE_NUM_HEADS = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16, 1408: 16}
@@ -51,9 +66,11 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INPUT_NORMALIZATIONS = ("imagenet", "jepa_lite")
 _CHECKPOINT_PARTS = ("encoder", "target_encoder", "predictor")
-# Encoders at least this large are built on the meta device (no random init: ViT-H would spend ~30 s
+# Networks at least this large are built on the meta device (no random init: ViT-H would spend ~30 s
 # on the CPU initialising weights that are then overwritten); smaller ones are built as usual.
 _META_MIN_PARAMS = 20_000_000
+# a checkpoint's positional table further than this from both sin-cos layouts is something else
+_SINCOS_TOLERANCE = 1e-4
 
 
 # ---------------------------------------------------------------------------------------------
@@ -79,62 +96,87 @@ def _mlp_ratio(hidden: int, dim: int) -> float:
     raise ValueError(f"no mlp_ratio gives an MLP hidden size of {hidden} for width {dim}")
 
 
-def _heads_for(width: int, num_heads: int | None) -> int:
+def _heads_for(width: int, num_heads: int | None, what: str = "width") -> int:
     if num_heads is not None:
         return num_heads
     if width not in REFERENCE_NUM_HEADS:
-        raise ValueError(f"cannot infer the number of heads for width {width}: the shapes do not determine it; "
+        raise ValueError(f"cannot infer the number of heads for {what} {width}: the shapes do not determine it; "
                          f"known widths of the reference sizes: {sorted(REFERENCE_NUM_HEADS)} "
                          f"({REFERENCE_NUM_HEADS}); pass num_heads=...")
     return REFERENCE_NUM_HEADS[width]
 
 
-def _check_keys(state_dict: Mapping[str, torch.Tensor], expected: list[str], source: str) -> None:
+def _check_keys(state_dict: Mapping[str, torch.Tensor], expected: list[str], what: str) -> None:
     missing = [k for k in expected if k not in state_dict]
     unexpected = sorted(set(state_dict) - set(expected))
     if missing or unexpected:
-        raise ValueError(f"not a {source} encoder state dict: missing keys {missing}"
+        raise ValueError(f"not a {what} state dict: missing keys {missing}"
                          + (f"; unexpected keys {unexpected}" if unexpected else ""))
 
 
-def _vit_keys(depth: int, qkv_bias: bool) -> list[str]:
-    """The parameter names of jepa_lite's VisionTransformer (identical to the reference's)."""
-    keys = ["patch_embed.proj.weight", "patch_embed.proj.bias"]
+def _block_keys(prefix: str, depth: int, qkv_bias: bool) -> list[str]:
+    """The parameter names of `depth` transformer blocks named prefix0., prefix1., ... (the
+    reference's Block and jepa_lite's have the same inner names)."""
+    keys = []
     for i in range(depth):
-        b = f"blocks.{i}."
+        b = f"{prefix}{i}."
         keys += [b + "norm1.weight", b + "norm1.bias", b + "attn.qkv.weight"]
         keys += [b + "attn.qkv.bias"] if qkv_bias else []
         keys += [b + "attn.proj.weight", b + "attn.proj.bias", b + "norm2.weight", b + "norm2.bias",
                  b + "mlp.fc1.weight", b + "mlp.fc1.bias", b + "mlp.fc2.weight", b + "mlp.fc2.bias"]
-    return keys + ["norm.weight", "norm.bias"]
+    return keys
 
 
-def _match_pos_embed(table: torch.Tensor, config: ViTConfig, tolerance: float = 1e-4) -> tuple[str, float]:
-    """The sin-cos layout that `table` [N, D] is, and its max deviation from it. A table that is
-    neither (interpolated, learned) keeps the reference layout and the caller warns."""
-    table = table.detach().float().cpu().reshape(-1, config.embed_dim)
-    errors = {order: (table - sincos_pos_embed_2d(config.embed_dim, config.grid_size, order)).abs().max().item()
+def _vit_keys(depth: int, qkv_bias: bool) -> list[str]:
+    """The parameter names of jepa_lite's VisionTransformer (identical to the reference's)."""
+    return (["patch_embed.proj.weight", "patch_embed.proj.bias"] + _block_keys("blocks.", depth, qkv_bias)
+            + ["norm.weight", "norm.bias"])
+
+
+def _sincos_order(table: torch.Tensor, embed_dim: int, grid_size: tuple[int, int], what: str,
+                  consequence: str) -> str:
+    """The sin-cos layout (POS_EMBED_ORDERS) that `table` [N, D] is. For a table that is neither
+    (interpolated, learned): the reference layout, and a warning that names the table (`what`) and
+    the `consequence`."""
+    table = table.detach().float().cpu().reshape(-1, embed_dim)
+    errors = {order: (table - sincos_pos_embed_2d(embed_dim, grid_size, order)).abs().max().item()
               for order in POS_EMBED_ORDERS}
     order = min(errors, key=errors.get)
-    return (order, errors[order]) if errors[order] <= tolerance else ("col_row", errors["col_row"])
+    if errors[order] <= _SINCOS_TOLERANCE:
+        return order
+    _warn_caller(f"{what} is not a fixed 2-D sin-cos table (max deviation {errors['col_row']:.3g}); {consequence}")
+    return "col_row"
+
+
+def _warn_caller(message: str) -> None:
+    """A UserWarning attributed to the first caller outside this module (the public functions call
+    each other, so no fixed stacklevel fits them all)."""
+    frame, stacklevel = sys._getframe(0), 1
+    while frame.f_back is not None and frame.f_globals.get("__name__") == __name__:
+        frame, stacklevel = frame.f_back, stacklevel + 1
+    warnings.warn(message, stacklevel=stacklevel)
+
+
+def _instantiate(build, state_dict: dict[str, torch.Tensor]) -> nn.Module:
+    """build() holding these tensors as its parameters (assigned, not copied; large networks skip the
+    random init by being built on the meta device)."""
+    large = sum(v.numel() for v in state_dict.values()) >= _META_MIN_PARAMS
+    with torch.device("meta") if large else contextlib.nullcontext():
+        module = build()
+    module.load_state_dict({k: v.float() for k, v in state_dict.items()}, strict=True, assign=True)
+    return module
 
 
 def _build(config: ViTConfig, state_dict: dict[str, torch.Tensor], pos_embed: torch.Tensor,
            input_normalization: str, source: str) -> VisionTransformer:
-    """A VisionTransformer holding these tensors (assigned, not copied; large encoders skip the random
-    init by being built on the meta device), in eval mode."""
+    """A VisionTransformer holding these tensors and this positional table, in eval mode."""
     if input_normalization not in INPUT_NORMALIZATIONS:
         raise ValueError(f"input_normalization must be one of {INPUT_NORMALIZATIONS}, got {input_normalization!r}")
-    order, error = _match_pos_embed(pos_embed, config)
-    config.pos_embed_order = order
-    if error > 1e-4:
-        warnings.warn(f"the {source} positional embeddings are not a fixed 2-D sin-cos table (max deviation "
-                      f"{error:.3g}); they are copied into the encoder's pos_embed buffer, which its state_dict "
-                      f"does not save: a VisionTransformer rebuilt from the config alone will differ", stacklevel=3)
-    large = sum(v.numel() for v in state_dict.values()) >= _META_MIN_PARAMS
-    with torch.device("meta") if large else contextlib.nullcontext():
-        encoder = VisionTransformer(config)
-    encoder.load_state_dict({k: v.float() for k, v in state_dict.items()}, strict=True, assign=True)
+    config.pos_embed_order = _sincos_order(
+        pos_embed, config.embed_dim, config.grid_size, f"the {source} positional table",
+        "it is copied into the encoder's pos_embed buffer, which its state_dict does not save: "
+        "a VisionTransformer rebuilt from the config alone will differ")
+    encoder = _instantiate(lambda: VisionTransformer(config), state_dict)
     encoder.pos_embed = pos_embed.detach().float().reshape(-1, config.embed_dim).clone()
     if input_normalization == "jepa_lite":
         fold_input_normalization(encoder, IMAGENET_MEAN, IMAGENET_STD, NORM_MEAN, NORM_STD)
@@ -165,14 +207,20 @@ def fold_input_normalization(encoder: VisionTransformer, expected_mean, expected
 # ---------------------------------------------------------------------------------------------
 # reference checkpoints (facebookresearch/ijepa)
 
+def _select(checkpoint: Mapping, part: str) -> dict[str, torch.Tensor]:
+    """The `part` (one of _CHECKPOINT_PARTS) of a whole checkpoint, or `checkpoint` itself when it is
+    already one network's state dict; without `module.` prefixes."""
+    if any(name in checkpoint for name in _CHECKPOINT_PARTS):
+        if part not in checkpoint:
+            raise ValueError(f"the checkpoint has no {part!r}; its keys: {sorted(checkpoint)}")
+        checkpoint = checkpoint[part]
+    return strip_prefix(checkpoint)
+
+
 def _select_encoder(checkpoint: Mapping, which: str) -> dict[str, torch.Tensor]:
     if which not in ("encoder", "target_encoder"):
         raise ValueError(f"which must be 'encoder' or 'target_encoder', got {which!r}")
-    if any(part in checkpoint for part in _CHECKPOINT_PARTS):
-        if which not in checkpoint:
-            raise ValueError(f"the checkpoint has no {which!r}; its keys: {sorted(checkpoint)}")
-        checkpoint = checkpoint[which]
-    return strip_prefix(checkpoint)
+    return _select(checkpoint, which)
 
 
 def reference_config(state_dict: Mapping[str, torch.Tensor], num_heads: int | None = None,
@@ -202,7 +250,7 @@ def reference_config(state_dict: Mapping[str, torch.Tensor], num_heads: int | No
 def _convert_reference(checkpoint: Mapping, which: str, num_heads: int | None, norm_eps: float):
     state_dict = _select_encoder(checkpoint, which)
     config = reference_config(state_dict, num_heads, norm_eps)
-    _check_keys(state_dict, _vit_keys(config.depth, config.qkv_bias) + ["pos_embed"], "reference-format")
+    _check_keys(state_dict, _vit_keys(config.depth, config.qkv_bias) + ["pos_embed"], "reference-format encoder")
     pos_embed = state_dict["pos_embed"].reshape(-1, config.embed_dim)
     return config, {k: v for k, v in state_dict.items() if k != "pos_embed"}, pos_embed
 
@@ -215,11 +263,8 @@ def convert_reference_state_dict(state_dict: Mapping, which: str = "target_encod
     parameter of jepa_lite's encoder: the config's pos_embed_order rebuilds the checkpoint's table
     (load_reference_checkpoint copies the table itself)."""
     config, params, pos_embed = _convert_reference(state_dict, which, num_heads, norm_eps)
-    order, error = _match_pos_embed(pos_embed, config)
-    config.pos_embed_order = order
-    if error > 1e-4:
-        warnings.warn(f"the checkpoint's pos_embed is not a fixed 2-D sin-cos table (max deviation {error:.3g}); "
-                      f"VisionTransformer(config) will use the sin-cos table instead", stacklevel=2)
+    config.pos_embed_order = _sincos_order(pos_embed, config.embed_dim, config.grid_size, "the checkpoint's pos_embed",
+                                           "VisionTransformer(config) will use the sin-cos table instead")
     return config, params
 
 
@@ -232,20 +277,145 @@ def _torch_load(path: str | Path, weights_only: bool):
         return torch.load(path, map_location="cpu", weights_only=weights_only)   # an old (non-zip) file
 
 
-def load_reference_checkpoint(path: str | Path, which: str = "target_encoder", num_heads: int | None = None,
+def _read_checkpoint(path_or_checkpoint: str | Path | Mapping, weights_only: bool) -> Mapping:
+    """A checkpoint dict as given, or read from its file (memory-mapped, on the CPU)."""
+    if isinstance(path_or_checkpoint, Mapping):
+        return path_or_checkpoint
+    try:
+        return _torch_load(path_or_checkpoint, weights_only)
+    except pickle.UnpicklingError as error:
+        raise ValueError(f"{path_or_checkpoint}: torch.load(weights_only=True) refused it ({error}); if you trust "
+                         f"the file, pass weights_only=False") from error
+
+
+def load_reference_checkpoint(path: str | Path | Mapping, which: str = "target_encoder", num_heads: int | None = None,
                               norm_eps: float = REFERENCE_NORM_EPS, input_normalization: str = "imagenet",
                               weights_only: bool = True) -> VisionTransformer:
-    """A released I-JEPA checkpoint file (e.g. IN1K-vit.h.14-300e.pth.tar) -> its target encoder
-    (which="encoder": the context encoder) as a jepa_lite VisionTransformer in eval mode on the CPU.
-    The file is memory-mapped and read with weights_only=True (no arbitrary unpickling); pass
-    weights_only=False only for a file you trust that needs it."""
-    try:
-        checkpoint = _torch_load(path, weights_only)
-    except pickle.UnpicklingError as error:
-        raise ValueError(f"{path}: torch.load(weights_only=True) refused it ({error}); if you trust the file, "
-                         f"pass weights_only=False") from error
-    config, params, pos_embed = _convert_reference(checkpoint, which, num_heads, norm_eps)
+    """A released I-JEPA checkpoint file (e.g. IN1K-vit.h.14-300e.pth.tar) or the dict it holds -> its
+    target encoder (which="encoder": the context encoder) as a jepa_lite VisionTransformer in eval mode
+    on the CPU. The file is memory-mapped and read with weights_only=True (no arbitrary unpickling);
+    pass weights_only=False only for a file you trust that needs it."""
+    config, params, pos_embed = _convert_reference(_read_checkpoint(path, weights_only), which, num_heads, norm_eps)
     return _build(config, params, pos_embed, input_normalization, "checkpoint's")
+
+
+# ---------------------------------------------------------------------------------------------
+# reference predictors (facebookresearch/ijepa's VisionTransformerPredictor)
+
+# reference name prefix -> jepa_lite Predictor's (mask_token keeps its name; predictor_pos_embed is the buffer)
+_PREDICTOR_RENAMES = (("predictor_embed.", "embed."), ("predictor_blocks.", "blocks."),
+                      ("predictor_norm.", "norm."), ("predictor_proj.", "proj."))
+
+
+def reference_predictor_config(state_dict: Mapping[str, torch.Tensor], num_heads: int | None = None
+                               ) -> tuple[PredictorConfig, int, tuple[int, int]]:
+    """The PredictorConfig of a reference-format predictor state dict (no `module.` prefixes) and the
+    encoder width and token grid it is built for (Predictor(config, encoder_dim, grid_size)), read
+    from the tensor shapes. The head count is the encoder's (REFERENCE_NUM_HEADS of the encoder
+    width, as the reference builds its predictors) unless given."""
+    needed = ["predictor_embed.weight", "predictor_pos_embed", "predictor_blocks.0.mlp.fc1.weight"]
+    missing = [k for k in needed if k not in state_dict]
+    if missing:
+        raise ValueError(f"not a reference-format predictor state dict: missing keys {missing} "
+                         f"(its first keys: {list(state_dict)[:8]})")
+    width, encoder_dim = state_dict["predictor_embed.weight"].shape
+    num_patches = state_dict["predictor_pos_embed"].shape[-2]
+    side = math.isqrt(num_patches)
+    if side * side != num_patches:
+        raise ValueError(f"predictor_pos_embed has {num_patches} positions, not a square grid")
+    depth = 1 + max(int(m.group(1)) for k in state_dict if (m := re.match(r"predictor_blocks\.(\d+)\.", k)))
+    config = PredictorConfig(embed_dim=width, depth=depth,
+                             num_heads=_heads_for(encoder_dim, num_heads, "encoder width"),
+                             mlp_ratio=_mlp_ratio(state_dict["predictor_blocks.0.mlp.fc1.weight"].shape[0], width),
+                             shared_context=False, norm_eps=REFERENCE_NORM_EPS, pos_embed_order="col_row")
+    return config, encoder_dim, (side, side)
+
+
+def _convert_reference_predictor(checkpoint: Mapping, encoder_dim: int | None, grid_size: tuple[int, int] | None,
+                                 num_heads: int | None):
+    """-> (PredictorConfig, encoder_dim, grid_size, Predictor state dict, positional table [N, d]): the
+    arguments of _build_predictor."""
+    state_dict = _select(checkpoint, "predictor")
+    config, found_dim, found_grid = reference_predictor_config(state_dict, num_heads)
+    if encoder_dim is not None and encoder_dim != found_dim:
+        raise ValueError(f"encoder_dim {encoder_dim} does not match the checkpoint's predictor, "
+                         f"whose predictor_embed takes {found_dim}-wide encoder outputs")
+    if grid_size is not None and tuple(grid_size) != found_grid:
+        raise ValueError(f"grid_size {grid_size} does not match the checkpoint's predictor_pos_embed, "
+                         f"a {found_grid[0]}x{found_grid[1]} grid")
+    expected = (["predictor_embed.weight", "predictor_embed.bias", "mask_token", "predictor_pos_embed"]
+                + _block_keys("predictor_blocks.", config.depth, qkv_bias=True)
+                + ["predictor_norm.weight", "predictor_norm.bias", "predictor_proj.weight", "predictor_proj.bias"])
+    _check_keys(state_dict, expected, "reference-format predictor")
+    params = {}
+    for key, value in state_dict.items():
+        for old, new in _PREDICTOR_RENAMES:
+            if key.startswith(old):
+                key = new + key[len(old):]
+        params[key] = value
+    pos_embed = params.pop("predictor_pos_embed").reshape(-1, config.embed_dim)
+    return config, found_dim, found_grid, params, pos_embed
+
+
+def convert_reference_predictor_state_dict(state_dict: Mapping, encoder_dim: int | None = None,
+                                           grid_size: tuple[int, int] | None = None, num_heads: int | None = None
+                                           ) -> tuple[PredictorConfig, dict[str, torch.Tensor]]:
+    """A reference checkpoint dict (with encoder/target_encoder/predictor) or its predictor's state
+    dict, `module.` prefixes or not -> (PredictorConfig, state dict that Predictor(config, encoder_dim,
+    grid_size) loads strictly). encoder_dim and grid_size, when given, are checked against the shapes
+    (reference_predictor_config reads them); the fixed predictor_pos_embed is not a parameter of
+    jepa_lite's Predictor: the config's pos_embed_order rebuilds the checkpoint's table
+    (load_reference_predictor copies the table itself)."""
+    config, found_dim, found_grid, params, pos_embed = _convert_reference_predictor(state_dict, encoder_dim,
+                                                                                    grid_size, num_heads)
+    config.pos_embed_order = _sincos_order(pos_embed, config.embed_dim, found_grid,
+                                           "the checkpoint's predictor_pos_embed",
+                                           "Predictor(config, ...) will use the sin-cos table instead")
+    return config, params
+
+
+def _build_predictor(config: PredictorConfig, encoder_dim: int, grid_size: tuple[int, int],
+                     state_dict: dict[str, torch.Tensor], pos_embed: torch.Tensor) -> Predictor:
+    """A Predictor holding these tensors and this positional table, in eval mode."""
+    config.pos_embed_order = _sincos_order(
+        pos_embed, config.embed_dim, grid_size, "the checkpoint's predictor_pos_embed",
+        "it is copied into the predictor's pos_embed buffer, which its state_dict does not save: "
+        "a Predictor rebuilt from the config alone will differ")
+    predictor = _instantiate(lambda: Predictor(config, encoder_dim, grid_size), state_dict)
+    predictor.pos_embed = pos_embed.detach().float().clone()
+    return predictor.eval()
+
+
+def load_reference_predictor(path_or_checkpoint: str | Path | Mapping, num_heads: int | None = None,
+                             weights_only: bool = True) -> Predictor:
+    """A released I-JEPA checkpoint file (see load_reference_checkpoint), the dict it holds, or its
+    predictor's state dict -> the predictor as a jepa_lite Predictor (per-block mode) in eval mode on
+    the CPU, with the checkpoint's positional table."""
+    checkpoint = _read_checkpoint(path_or_checkpoint, weights_only)
+    return _build_predictor(*_convert_reference_predictor(checkpoint, None, None, num_heads))
+
+
+def load_reference_models(path_or_checkpoint: str | Path | Mapping, num_heads: int | None = None,
+                          input_normalization: str = "imagenet", weights_only: bool = True
+                          ) -> tuple[VisionTransformer, VisionTransformer, Predictor]:
+    """A released I-JEPA checkpoint (file or dict) -> (context encoder, target encoder, predictor),
+    all in eval mode on the CPU, for the pipeline the checkpoint was trained with:
+
+        z = context_encoder(images, context_indices)                          # [B, K_ctx, D]
+        predictions = predictor(z, context_indices, target_indices)           # [B, T, K_tgt, D]
+        targets = gather_tokens(target_encoder(images), target_indices.flatten(1)).view(predictions.shape)
+
+    (the reference's loss compares the predictions with the targets after F.layer_norm over D).
+    num_heads (for a width not in REFERENCE_NUM_HEADS) applies to all three, as in the reference;
+    input_normalization to both encoders (see load_reference_checkpoint)."""
+    checkpoint = _read_checkpoint(path_or_checkpoint, weights_only)
+    context_encoder, target_encoder = (
+        load_reference_checkpoint(checkpoint, which, num_heads, input_normalization=input_normalization)
+        for which in ("encoder", "target_encoder"))
+    # checked against the context encoder: a predictor for other widths or grids is a clear error
+    predictor = _build_predictor(*_convert_reference_predictor(checkpoint, context_encoder.embed_dim,
+                                                               context_encoder.grid_size, num_heads))
+    return context_encoder, target_encoder, predictor
 
 
 # ---------------------------------------------------------------------------------------------

@@ -94,12 +94,24 @@ class PredictorConfig:
     # context and their own block, so the context is processed once instead of T times. Not the
     # same function as False for depth >= 2 (there context tokens also attend to their pass's mask tokens).
     shared_context: bool = False
+    # Compatibility with released weights (jepa_lite.convert), as in ViTConfig; the defaults are the course's own.
+    norm_eps: float = 1e-5
+    pos_embed_order: str = "row_col"
 
     def __post_init__(self) -> None:
+        if self.pos_embed_order not in POS_EMBED_ORDERS:
+            raise ValueError(f"predictor pos_embed_order must be one of {POS_EMBED_ORDERS}, "
+                             f"got {self.pos_embed_order!r}")
         if self.embed_dim % self.num_heads != 0:
             raise ValueError(f"predictor embed_dim {self.embed_dim} must be divisible by num_heads {self.num_heads}")
         if self.depth < 1:
             raise ValueError(f"predictor depth must be >= 1, got {self.depth}")
+
+    def __repr__(self) -> str:
+        # as ViTConfig: the compatibility fields are shown only when they differ from the course's defaults
+        shown = [f"{k}={v!r}" for k, v in asdict(self).items()
+                 if not (k in _COMPAT_DEFAULTS and v == _COMPAT_DEFAULTS[k])]
+        return f"PredictorConfig({', '.join(shown)})"
 
 
 # Named sizes. "micro" exists for fast tests; "tiny"/"small" suit 32 px images with patch 4 (an 8x8 grid);
@@ -118,16 +130,17 @@ MODEL_SIZES: dict[str, tuple[dict, dict]] = {
 # The architectures of Meta's released I-JEPA checkpoints (facebookresearch/ijepa; Hugging Face
 # facebook/ijepa_vith14_1k, ..._vith14_22k, ..._vith16_1k (448 px), ..._vitg16_22k), for loading them with
 # jepa_lite.convert. Kept out of MODEL_SIZES (the course's trainable sizes, which the notebooks tabulate and
-# build); model_configs accepts both. Predictors: 384 wide, encoder's head count, depth from the configs.
+# build); model_configs accepts both. Predictors: 384 wide, encoder's head count, depth from the configs, and
+# the encoders' LayerNorm eps and sin-cos layout.
 _REFERENCE = dict(norm_eps=1e-6, pos_embed_order="col_row")
 IJEPA_SIZES: dict[str, tuple[dict, dict]] = {
     "vit_h14_224": (dict(image_size=224, patch_size=14, embed_dim=1280, depth=32, num_heads=16, **_REFERENCE),
-                    dict(embed_dim=384, depth=12, num_heads=16)),      # IN-1K 300 ep and IN-22K 66 ep
+                    dict(embed_dim=384, depth=12, num_heads=16, **_REFERENCE)),  # IN-1K 300 ep and IN-22K 66 ep
     "vit_h16_448": (dict(image_size=448, patch_size=16, embed_dim=1280, depth=32, num_heads=16, **_REFERENCE),
-                    dict(embed_dim=384, depth=12, num_heads=16)),      # IN-1K 300 ep at 448 px
+                    dict(embed_dim=384, depth=12, num_heads=16, **_REFERENCE)),  # IN-1K 300 ep at 448 px
     "vit_g16_224": (dict(image_size=224, patch_size=16, embed_dim=1408, depth=40, num_heads=16,
                          mlp_ratio=48 / 11, **_REFERENCE),              # MLP hidden 6144
-                    dict(embed_dim=384, depth=16, num_heads=16)),      # IN-22K 44 ep
+                    dict(embed_dim=384, depth=16, num_heads=16, **_REFERENCE)),  # IN-22K 44 ep
 }
 
 
@@ -339,11 +352,13 @@ class Predictor(nn.Module):
         self.grid_size = grid_size
         self.embed = nn.Linear(encoder_dim, config.embed_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, config.embed_dim))
-        self.register_buffer("pos_embed", sincos_pos_embed_2d(config.embed_dim, grid_size), persistent=False)
-        rates = torch.linspace(0, config.drop_path, config.depth).tolist()
-        self.blocks = nn.ModuleList(Block(config.embed_dim, config.num_heads, config.mlp_ratio, rate)
-                                    for rate in rates)
-        self.norm = nn.LayerNorm(config.embed_dim)
+        self.register_buffer("pos_embed", sincos_pos_embed_2d(config.embed_dim, grid_size, config.pos_embed_order),
+                             persistent=False)
+        # device="cpu": the rates stay readable when the predictor is built under torch.device("meta")
+        rates = torch.linspace(0, config.drop_path, config.depth, device="cpu").tolist()
+        self.blocks = nn.ModuleList(Block(config.embed_dim, config.num_heads, config.mlp_ratio, rate,
+                                          norm_eps=config.norm_eps) for rate in rates)
+        self.norm = nn.LayerNorm(config.embed_dim, eps=config.norm_eps)
         self.proj = nn.Linear(config.embed_dim, encoder_dim)
         init_weights(self, self.blocks)
         nn.init.trunc_normal_(self.mask_token, std=0.02)

@@ -1,7 +1,10 @@
 """Converters for the released I-JEPA weights: tiny random models in both source formats, no
-downloads. The reference format is reproduced here by a small from-scratch ViT with the reference
-code's module layout, parameter names and numerics (eps 1e-6, explicit softmax attention, sin-cos
-table built from np.meshgrid(w, h))."""
+downloads. The reference format is reproduced here by a small from-scratch ViT and predictor with
+the reference code's module layout, parameter names and numerics (eps 1e-6, explicit softmax
+attention, sin-cos table built from np.meshgrid(w, h), one predictor pass per target block with
+the batch block-major)."""
+import copy
+import dataclasses
 import re
 import warnings
 
@@ -12,10 +15,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from jepa_lite.convert import (IMAGENET_MEAN, IMAGENET_STD, REFERENCE_NUM_HEADS, convert_hf_ijepa,
-                               convert_reference_state_dict, load_reference_checkpoint, reference_config)
+                               convert_reference_predictor_state_dict, convert_reference_state_dict,
+                               load_reference_checkpoint, load_reference_models, load_reference_predictor,
+                               reference_config, reference_predictor_config)
 from jepa_lite.data import normalize
 from jepa_lite.evaluate import extract_features
-from jepa_lite.models import IJEPA_SIZES, VisionTransformer, model_configs, sincos_pos_embed_2d
+from jepa_lite.models import (IJEPA_SIZES, Predictor, VisionTransformer, gather_tokens, model_configs,
+                              sincos_pos_embed_2d)
 
 ATOL = 1e-5
 
@@ -76,6 +82,19 @@ class RefPatchEmbed(nn.Module):
         self.proj = nn.Conv2d(3, dim, kernel_size=patch, stride=patch)
 
 
+def _randomise(module: nn.Module, blocks: nn.ModuleList) -> None:
+    """Random everything (LayerNorm affine and mask token too, no zero biases); fixed tables stay."""
+    for p in module.parameters():
+        if p.requires_grad:
+            nn.init.normal_(p, std=0.3 if p.ndim > 1 else 0.2)
+    for block in blocks:
+        block.norm1.weight.data.add_(1.0), block.norm2.weight.data.add_(1.0)
+
+
+def _gather(x, indices):
+    return torch.gather(x, 1, indices[..., None].expand(-1, -1, x.shape[-1]))
+
+
 class RefViT(nn.Module):
     def __init__(self, image=32, patch=8, dim=192, depth=2, heads=3, hidden=None):
         super().__init__()
@@ -85,19 +104,48 @@ class RefViT(nn.Module):
                                       requires_grad=False)
         self.blocks = nn.ModuleList(RefBlock(dim, heads, hidden or 4 * dim) for _ in range(depth))
         self.norm = nn.LayerNorm(dim, eps=1e-6)
-        for p in self.parameters():               # random everything (LayerNorm affine too), no zero biases
-            if p.requires_grad:
-                nn.init.normal_(p, std=0.3 if p.ndim > 1 else 0.2)
-        for block in self.blocks:
-            block.norm1.weight.data.add_(1.0), block.norm2.weight.data.add_(1.0)
+        _randomise(self, self.blocks)
 
     def forward(self, x, masks=None):
         x = self.patch_embed.proj(x).flatten(2).transpose(1, 2) + self.pos_embed
         if masks is not None:
-            x = torch.gather(x, 1, masks[..., None].expand(-1, -1, x.shape[-1]))
+            x = _gather(x, masks)
         for block in self.blocks:
             x = block(x)
         return self.norm(x)
+
+
+class RefPredictor(nn.Module):
+    """The layout of the reference's VisionTransformerPredictor (its encoder's head count)."""
+
+    def __init__(self, side=4, encoder_dim=192, dim=24, depth=3, heads=3, hidden=40):
+        super().__init__()
+        self.predictor_embed = nn.Linear(encoder_dim, dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.predictor_pos_embed = nn.Parameter(torch.from_numpy(reference_style_sincos(dim, side)).float()[None],
+                                                requires_grad=False)
+        self.predictor_blocks = nn.ModuleList(RefBlock(dim, heads, hidden) for _ in range(depth))
+        self.predictor_norm = nn.LayerNorm(dim, eps=1e-6)
+        self.predictor_proj = nn.Linear(dim, encoder_dim)
+        _randomise(self, self.predictor_blocks)
+
+    def forward(self, x, masks_x, masks):
+        """x: [B, K_ctx, D] encoded under the one context mask masks_x = [[B, K_ctx]]; masks: T target
+        masks [B, K_tgt] -> [T * B, K_tgt, D], block-major (rows t * B ... t * B + B - 1: block t)."""
+        (context_mask,) = masks_x
+        batch = x.shape[0]
+        positions = self.predictor_pos_embed.repeat(batch, 1, 1)
+        x = self.predictor_embed(x) + _gather(positions, context_mask)
+        num_context = x.shape[1]
+        queries = torch.cat([self.mask_token + _gather(positions, mask) for mask in masks])   # block-major
+        x = torch.cat([x.repeat(len(masks), 1, 1), queries], dim=1)        # every block with its own context copy
+        for block in self.predictor_blocks:
+            x = block(x)
+        return self.predictor_proj(self.predictor_norm(x)[:, num_context:])
+
+
+def _ddp(module):                       # DistributedDataParallel's parameter names
+    return {"module." + k: v for k, v in module.state_dict().items()}
 
 
 def _images(n=3, size=32, seed=0):
@@ -141,14 +189,10 @@ def test_reference_checkpoint_file(tmp_path):
     torch.manual_seed(1)
     context, target = RefViT(dim=48, heads=4, hidden=100), RefViT(dim=48, heads=4, hidden=100)
     predictor = nn.Linear(48, 24)
-
-    def ddp(module):                    # DistributedDataParallel's parameter names
-        return {"module." + k: v for k, v in module.state_dict().items()}
-
     opt = {"state": {0: {"step": torch.tensor(7.0), "exp_avg": torch.zeros(3), "exp_avg_sq": torch.zeros(3)}},
            "param_groups": [{"lr": 1e-3, "betas": (0.9, 0.999), "weight_decay": 0.04, "params": [0]}]}
     path = tmp_path / "IN1K-tiny.pth.tar"
-    torch.save({"encoder": ddp(context), "predictor": ddp(predictor), "target_encoder": ddp(target),
+    torch.save({"encoder": _ddp(context), "predictor": _ddp(predictor), "target_encoder": _ddp(target),
                 "opt": opt, "scaler": None, "epoch": 3, "loss": 0.5, "batch_size": 8, "world_size": 1,
                 "lr": 1e-3}, path)
     x = _images(seed=1)
@@ -209,6 +253,141 @@ def test_reference_errors_name_the_problem():
     assert config.num_heads == 4
     with pytest.raises(ValueError, match="has no 'target_encoder'"):
         convert_reference_state_dict({"encoder": state_dict, "predictor": {}})
+
+
+# ---------------------------------------------------------------------------------------------
+# reference predictors
+
+def _predictor_inputs(batch=2, blocks=3, num_context=6, num_target=4, num_patches=16, encoder_dim=192, seed=0):
+    """Random context tokens [B, K_ctx, D], context indices [B, K_ctx] and target indices [B, T, K_tgt]
+    (distinct positions within each row and block, unsorted)."""
+    g = torch.Generator().manual_seed(seed)
+    context = torch.randn(batch, num_context, encoder_dim, generator=g)
+    context_indices = torch.stack([torch.randperm(num_patches, generator=g)[:num_context] for _ in range(batch)])
+    target_indices = torch.stack([torch.stack([torch.randperm(num_patches, generator=g)[:num_target]
+                                               for _ in range(blocks)]) for _ in range(batch)])
+    return context, context_indices, target_indices
+
+
+def _reference_predictions(ref, context, context_indices, target_indices):
+    """The reference's call, [T * B, K_tgt, D] block-major."""
+    return ref(context, [context_indices], list(target_indices.unbind(dim=1)))
+
+
+def _block_major(predictions):
+    """jepa_lite's [B, T, K_tgt, D] -> the reference's [T * B, K_tgt, D]."""
+    return predictions.transpose(0, 1).reshape(-1, *predictions.shape[2:])
+
+
+def test_reference_predictor_converts_exactly():
+    torch.manual_seed(5)
+    ref = RefPredictor().eval()
+    context, context_indices, target_indices = _predictor_inputs()
+    with torch.no_grad():
+        expected = _reference_predictions(ref, context, context_indices, target_indices)
+    sources = {"state dict": ref.state_dict(), "module. prefixes": _ddp(ref),
+               "checkpoint": {"encoder": {}, "target_encoder": {}, "predictor": _ddp(ref)}}
+    for source, state_dict in sources.items():
+        config, params = convert_reference_predictor_state_dict(state_dict, encoder_dim=192, grid_size=(4, 4))
+        assert (config.embed_dim, config.depth, config.num_heads) == (24, 3, 3)       # heads: the encoder's
+        assert int(config.embed_dim * config.mlp_ratio) == 40
+        assert (config.norm_eps, config.pos_embed_order, config.shared_context) == (1e-6, "col_row", False)
+        predictor = Predictor(config, encoder_dim=192, grid_size=(4, 4)).eval()
+        predictor.load_state_dict(params)                                # strict: every key maps
+        loaded = load_reference_predictor(state_dict)
+        assert not loaded.training
+        with torch.no_grad():
+            predictions = predictor(context, context_indices, target_indices)
+            err = max(_max_err(_block_major(predictions), expected),
+                      _max_err(_block_major(loaded(context, context_indices, target_indices)), expected))
+        print(f"reference predictor ({source}) -> jepa_lite: max abs error {err:.2e}")
+        assert predictions.shape == (2, 3, 4, 192) and err < ATOL
+    # In float64 the two codes agree to rounding (~1e-15), so that even the LayerNorm eps shows: the
+    # converted config matches the reference, and neither of the course's defaults would.
+    ref64, context64 = copy.deepcopy(ref).double(), context.double()
+    with torch.no_grad():
+        expected64 = _reference_predictions(ref64, context64, context_indices, target_indices)
+    for course_default in ({}, dict(pos_embed_order="row_col"), dict(norm_eps=1e-5)):
+        predictor64 = Predictor(dataclasses.replace(config, **course_default), encoder_dim=192, grid_size=(4, 4))
+        predictor64.load_state_dict(params)
+        with torch.no_grad():
+            err = _max_err(_block_major(predictor64.double().eval()(context64, context_indices, target_indices)),
+                           expected64)
+        assert (err < 1e-12) == (not course_default), (course_default, err)
+
+
+def test_reference_predictor_learned_positions_are_copied():
+    torch.manual_seed(6)
+    ref = RefPredictor().eval()
+    with torch.no_grad():
+        ref.predictor_pos_embed.add_(0.1 * torch.randn_like(ref.predictor_pos_embed))
+    with pytest.warns(UserWarning, match="predictor_pos_embed is not a fixed 2-D sin-cos table"):
+        predictor = load_reference_predictor(ref.state_dict())
+    inputs = _predictor_inputs(seed=6)
+    with torch.no_grad():
+        err = _max_err(_block_major(predictor(*inputs)), _reference_predictions(ref, *inputs))
+    assert err < ATOL
+
+
+def test_released_predictor_sizes_are_inferred_from_shapes():
+    """Shape-only (meta) state dicts of the released predictors give the named configs."""
+    for name, (side, encoder_dim, depth) in {"vit_h14_224": (16, 1280, 12), "vit_h16_448": (28, 1280, 12),
+                                             "vit_g16_224": (14, 1408, 16)}.items():
+        shapes = {"predictor_embed.weight": (384, encoder_dim), "predictor_pos_embed": (1, side * side, 384),
+                  "predictor_blocks.0.mlp.fc1.weight": (4 * 384, 384),
+                  f"predictor_blocks.{depth - 1}.norm1.weight": (384,)}
+        state_dict = {k: torch.empty(s, device="meta") for k, s in shapes.items()}
+        assert reference_predictor_config(state_dict) == (model_configs(name)[1], encoder_dim, (side, side)), name
+
+
+def test_reference_predictor_errors_name_the_problem():
+    torch.manual_seed(0)
+    state_dict = RefPredictor().state_dict()
+    with pytest.raises(ValueError, match=r"no 'predictor'; its keys: \['encoder', 'target_encoder'\]"):
+        load_reference_predictor({"encoder": {}, "target_encoder": state_dict})
+    broken = {k: v for k, v in state_dict.items() if k not in ("mask_token", "predictor_blocks.2.mlp.fc2.bias")}
+    with pytest.raises(ValueError, match=r"predictor state dict: missing keys \['mask_token', "
+                                         r"'predictor_blocks.2.mlp.fc2.bias'\]"):
+        convert_reference_predictor_state_dict(broken)
+    with pytest.raises(ValueError, match=r"missing keys \['predictor_embed.weight'\]"):
+        load_reference_predictor({k: v for k, v in state_dict.items() if k != "predictor_embed.weight"})
+    with pytest.raises(ValueError, match=r"encoder_dim 128 does not match .* 192-wide"):
+        convert_reference_predictor_state_dict(state_dict, encoder_dim=128)
+    with pytest.raises(ValueError, match=r"grid_size \(5, 5\) does not match .* 4x4 grid"):
+        convert_reference_predictor_state_dict(state_dict, grid_size=(5, 5))
+    narrow = RefPredictor(encoder_dim=40, heads=4).state_dict()
+    with pytest.raises(ValueError, match=r"encoder width 40.*" + re.escape(str(sorted(REFERENCE_NUM_HEADS)))):
+        convert_reference_predictor_state_dict(narrow)
+    config, _ = convert_reference_predictor_state_dict(narrow, num_heads=4)      # the override resolves it
+    assert config.num_heads == 4
+
+
+def test_reference_pipeline_from_checkpoint_file(tmp_path):
+    """Context encoder -> predictor, against the target encoder's tokens, as the reference trains them."""
+    torch.manual_seed(7)
+    ref_context, ref_target, ref_predictor = RefViT().eval(), RefViT().eval(), RefPredictor().eval()
+    path = tmp_path / "IN1K-tiny.pth.tar"
+    torch.save({"encoder": _ddp(ref_context), "predictor": _ddp(ref_predictor), "target_encoder": _ddp(ref_target),
+                "opt": {"state": {}, "param_groups": []}, "scaler": None, "epoch": 1}, path)
+    context_encoder, target_encoder, predictor = load_reference_models(path)
+    assert not (context_encoder.training or target_encoder.training or predictor.training)
+    images = _images(n=2, seed=7)
+    _, context_indices, target_indices = _predictor_inputs(seed=7)
+    with torch.no_grad():
+        z = ref_context(images, context_indices)
+        expected_predictions = _reference_predictions(ref_predictor, z, context_indices, target_indices)
+        predictions = predictor(context_encoder(images, context_indices), context_indices, target_indices)
+        err = max(_max_err(_block_major(predictions), expected_predictions),
+                  _max_err(target_encoder(images), ref_target(images)))
+        targets = gather_tokens(target_encoder(images), target_indices.flatten(1)).view(predictions.shape)
+    print(f"reference pipeline -> jepa_lite: max abs error {err:.2e}")
+    assert err < ATOL and predictions.shape == targets.shape
+    with pytest.raises(ValueError, match="the checkpoint has no 'predictor'"):
+        load_reference_models({"encoder": _ddp(ref_context), "target_encoder": _ddp(ref_target)})
+    narrow = RefViT(dim=48, heads=3).state_dict()         # encoders that the predictor was not made for
+    with pytest.raises(ValueError, match="encoder_dim 48 does not match"):
+        load_reference_models({"encoder": narrow, "target_encoder": narrow, "predictor": _ddp(ref_predictor)},
+                              num_heads=3)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -305,20 +484,23 @@ def test_folded_normalization_feeds_extract_features(tmp_path):
 
 
 
-def test_large_encoders_are_built_without_random_init(monkeypatch, tmp_path):
-    """The path the released models take (built on the meta device, tensors assigned), on a tiny one.
+def test_large_networks_are_built_without_random_init(monkeypatch, tmp_path):
+    """The path the released models take (built on the meta device, tensors assigned), on tiny ones.
     Last in the file: the meta device's first use imports torch._dynamo, which transformers has
     usually imported by now."""
     from jepa_lite import convert
 
     monkeypatch.setattr(convert, "_META_MIN_PARAMS", 0)
     torch.manual_seed(3)
-    ref = RefViT().eval()
-    torch.save({"target_encoder": ref.state_dict()}, tmp_path / "ckpt.pth")
+    ref, ref_predictor = RefViT().eval(), RefPredictor().eval()
+    torch.save({"target_encoder": ref.state_dict(), "predictor": ref_predictor.state_dict()}, tmp_path / "ckpt.pth")
     encoder = load_reference_checkpoint(tmp_path / "ckpt.pth")
-    assert encoder.pos_embed.device.type == "cpu" and all(p.device.type == "cpu" for p in encoder.parameters())
-    x = _images(seed=3)
+    predictor = load_reference_predictor(tmp_path / "ckpt.pth")
+    for network in (encoder, predictor):
+        assert network.pos_embed.device.type == "cpu" and all(p.device.type == "cpu" for p in network.parameters())
+    x, inputs = _images(seed=3), _predictor_inputs(seed=3)
     with torch.no_grad():
-        err = _max_err(encoder(x), ref(x))
-    print(f"meta-built encoder: max abs error {err:.2e}")
+        err = max(_max_err(encoder(x), ref(x)),
+                  _max_err(_block_major(predictor(*inputs)), _reference_predictions(ref_predictor, *inputs)))
+    print(f"meta-built encoder and predictor: max abs error {err:.2e}")
     assert err < ATOL

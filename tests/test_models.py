@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from jepa_lite.models import (MODEL_SIZES, Predictor, PredictorConfig, ViTConfig, VisionTransformer,
+from jepa_lite.models import (IJEPA_SIZES, MODEL_SIZES, Predictor, PredictorConfig, ViTConfig, VisionTransformer,
                               gather_tokens, model_configs, sincos_pos_embed_2d)
 
 
@@ -128,3 +128,21 @@ def test_shared_context_predictor_keeps_blocks_apart_and_matches_single_block_pa
     # same weights without sharing: context tokens then also see the mask tokens, so it differs
     pred.config.shared_context = False
     assert (pred(context, ctx_idx, targets) - out).abs().max() > 1e-2
+
+
+def test_predictor_config_compatibility_fields():
+    # the course's defaults: PyTorch's LayerNorm eps, row-first sin-cos table, and a repr that leaves them out
+    default = Predictor(PredictorConfig(embed_dim=16, depth=1, num_heads=2), encoder_dim=32, grid_size=(4, 4))
+    assert default.norm.eps == default.blocks[0].norm1.eps == 1e-5
+    assert torch.equal(default.pos_embed, sincos_pos_embed_2d(16, (4, 4), "row_col"))
+    assert "norm_eps" not in repr(default.config) and "pos_embed_order" not in repr(default.config)
+    # the released predictors' layout (IJEPA_SIZES): used by every LayerNorm and by the sin-cos table
+    config = PredictorConfig(embed_dim=16, depth=2, num_heads=2, norm_eps=1e-6, pos_embed_order="col_row")
+    released = Predictor(config, encoder_dim=32, grid_size=(4, 4))
+    assert {m.eps for m in released.modules() if isinstance(m, torch.nn.LayerNorm)} == {1e-6}
+    assert torch.equal(released.pos_embed, sincos_pos_embed_2d(16, (4, 4), "col_row"))
+    assert "norm_eps=1e-06" in repr(config) and "pos_embed_order='col_row'" in repr(config)
+    assert all(model_configs(name)[1].norm_eps == 1e-6 and model_configs(name)[1].pos_embed_order == "col_row"
+               for name in IJEPA_SIZES)
+    with pytest.raises(ValueError, match=r"pos_embed_order must be one of \('row_col', 'col_row'\), got 'xy'"):
+        PredictorConfig(pos_embed_order="xy")
