@@ -36,12 +36,13 @@ def build_encoder(encoder_config) -> nn.Module:
 
 def build_jepa(encoder_config: ViTConfig | CNNConfig, predictor_config: PredictorConfig, target_mode: str = "ema",
                loss: str = "smooth_l1", objective: str = "jepa", pixel_weight: float = 1.0,
-               target_norm: str = "instance") -> JEPA:
+               target_norm: str = "instance", sigreg_weight: float = 0.02, sigreg_on: str = "pooled") -> JEPA:
     encoder = build_encoder(encoder_config)
     predictor = Predictor(predictor_config, encoder.embed_dim, encoder.grid_size)
     patch_dim = encoder_config.in_channels * encoder_config.patch_size ** 2
     return JEPA(encoder, predictor, target_mode=target_mode, loss=loss, objective=objective,
-                patch_dim=patch_dim, pixel_weight=pixel_weight, target_norm=target_norm)
+                patch_dim=patch_dim, pixel_weight=pixel_weight, target_norm=target_norm,
+                sigreg_weight=sigreg_weight, sigreg_on=sigreg_on)
 
 
 def configs_for(config: TrainConfig, image_size: int) -> tuple[ViTConfig | CNNConfig, PredictorConfig, MaskConfig]:

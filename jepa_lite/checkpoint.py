@@ -122,6 +122,7 @@ def jepa_from_checkpoint(checkpoint: dict) -> JEPA:
     model = build_jepa(encoder_config_from_checkpoint(checkpoint), PredictorConfig(**checkpoint["predictor_config"]),
                        target_mode=saved["target_mode"], loss=saved["loss"],
                        objective=saved.get("objective", "jepa"), pixel_weight=saved.get("pixel_weight", 1.0),
-                       target_norm=saved.get("target_norm", "layer"))
+                       target_norm=saved.get("target_norm", "layer"),
+                       sigreg_weight=saved.get("sigreg_weight", 0.02), sigreg_on=saved.get("sigreg_on", "pooled"))
     load_networks(model, checkpoint)
     return model

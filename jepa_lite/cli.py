@@ -23,7 +23,7 @@ from .config import DATA_DEFAULTS, ENCODER_NAMES, LR_SCHEDULES, RECIPES, TrainCo
 from .augment import COLOUR_VIEWS
 from .device import PRECISIONS
 from .models import IJEPA_SIZES, MODEL_SIZES
-from .objective import LOSSES, OBJECTIVES, TARGET_MODES, TARGET_NORMS
+from .objective import LOSSES, OBJECTIVES, SIGREG_ON, TARGET_MODES, TARGET_NORMS
 
 _HIDDEN = {"mask"}     # set through --mask key=value
 
@@ -67,7 +67,11 @@ _FIELD_HELP = {
     "target_norm": "normalisation of the targets: instance (over each image's tokens, then layer norm), "
                    "layer (the paper's) or none",
     "target_mode": "ema: the target encoder is an average of the context encoder (the paper); joint: trained "
-                   "by gradient (collapses, notebook 04)",
+                   "by gradient (collapses, notebook 04); sigreg: one encoder for both, trained by gradient, "
+                   "with the SIGReg regulariser (LeJEPA, notebook 09)",
+    "sigreg_weight": "target mode sigreg: loss = (1 - w) * prediction loss + w * SIGReg",
+    "sigreg_on": "target mode sigreg: the embeddings SIGReg sees: each image's mean token (pooled) or one "
+                 "random token per image (tokens)",
     "objective": "jepa (predict embeddings), pixels (a masked autoencoder on the same masks) or both",
     "pixel_weight": "objective both: weight of the pixel loss",
     "floor_mask_tokens": "mask block sizes floored to whole tokens, as the reference's sampler does",
@@ -91,7 +95,8 @@ _FIELD_HELP = {
 
 _CHOICES = {
     "recipe": tuple(RECIPES), "encoder": ENCODER_NAMES, "lr_schedule": LR_SCHEDULES, "loss": LOSSES,
-    "target_norm": TARGET_NORMS, "target_mode": TARGET_MODES, "objective": OBJECTIVES,
+    "target_norm": TARGET_NORMS, "target_mode": TARGET_MODES, "sigreg_on": SIGREG_ON,
+    "objective": OBJECTIVES,
     "colour_views": COLOUR_VIEWS, "amp": PRECISIONS, "model": tuple(MODEL_SIZES) + tuple(IJEPA_SIZES),
 }
 

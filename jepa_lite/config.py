@@ -24,7 +24,7 @@ from pathlib import Path
 
 from .augment import COLOUR_VIEWS
 from .device import PRECISIONS
-from .objective import LOSSES, OBJECTIVES, TARGET_MODES, TARGET_NORMS
+from .objective import LOSSES, OBJECTIVES, SIGREG_ON, TARGET_MODES, TARGET_NORMS
 
 LR_SCHEDULES = ("cosine", "constant")
 ENCODER_NAMES = ("vit", "cnn")
@@ -116,7 +116,9 @@ class TrainConfig:
     ema_end: float | None = None
     loss: str = "smooth_l1"
     target_norm: str | None = None         # "instance" | "layer" (the paper's) | "none"
-    target_mode: str = "ema"
+    target_mode: str = "ema"               # "ema" (the paper) | "joint" (collapses) | "sigreg" (LeJEPA)
+    sigreg_weight: float = 0.02            # "sigreg": loss = (1 - w) * prediction + w * SIGReg
+    sigreg_on: str = "pooled"              # "sigreg": each image's mean token, or one random token per image
     objective: str = "jepa"                # "jepa" (embeddings) | "pixels" (masked autoencoder) | "both"
     pixel_weight: float = 1.0              # "both": loss = embedding loss + pixel_weight * pixel loss
     # masks and augmentation
@@ -152,6 +154,7 @@ class TrainConfig:
         choose("target_mode", self.target_mode, TARGET_MODES)
         choose("target_norm", self.target_norm, TARGET_NORMS)
         choose("objective", self.objective, OBJECTIVES)
+        choose("sigreg_on", self.sigreg_on, SIGREG_ON)
         choose("encoder", self.encoder, ENCODER_NAMES)
         choose("colour_views", self.colour_views, COLOUR_VIEWS)
         choose("amp", self.amp, PRECISIONS + ("none",))     # "none": the name older configs used for fp32
@@ -183,6 +186,11 @@ class TrainConfig:
         if self.crop_scale is not None and not (len(self.crop_scale) == 2
                                                 and 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1):
             raise ValueError(f"crop_scale must satisfy 0 < min <= max <= 1, got {self.crop_scale}")
+        if not 0 < self.sigreg_weight < 1:
+            raise ValueError(f"sigreg_weight must be in (0, 1), got {self.sigreg_weight}")
+        if self.target_mode == "sigreg" and self.objective != "jepa":
+            raise ValueError(f"target_mode 'sigreg' regularises the embedding objective (objective='jepa'), "
+                             f"got objective={self.objective!r}")
         if not 0 <= self.drop_path < 1:
             raise ValueError(f"drop_path must be in [0, 1), got {self.drop_path}")
         if self.stream and not self.data.startswith("imagefolder:"):

@@ -16,8 +16,8 @@ from pathlib import Path
 from .checkpoint import write_text_atomic
 from .objective import across_image_share, embedding_std, rankme
 
-# the parts of the loss that objectives "both" and "pixels" report beside the total
-LOSS_PARTS = ("embedding_loss", "pixel_loss")
+# the parts of the loss that objectives "both" and "pixels" and target mode "sigreg" report beside the total
+LOSS_PARTS = ("embedding_loss", "pixel_loss", "sigreg_loss")
 
 
 class IntervalMeter:

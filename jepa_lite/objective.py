@@ -12,11 +12,16 @@ The target normalisation `norm` (TARGET_NORMS, normalize_targets):
                 norm, as data2vec's targets), then the layer norm: what all tokens of an image
                 share (its background colour, its lighting) is no longer something to predict.
 
-Two ways to obtain g_phi:
-    "ema"   (the paper): phi <- m * phi + (1 - m) * theta after each step; no gradient to phi.
-    "joint" (the literal reading "theta, phi, psi learned jointly"): phi trained by gradient
-            like the others. The loss can then be driven to zero by mapping every image to
-            the same vector: the representation collapses. The course shows this happening.
+Three ways to obtain g_phi:
+    "ema"    (the paper): phi <- m * phi + (1 - m) * theta after each step; no gradient to phi.
+    "joint"  (the literal reading "theta, phi, psi learned jointly"): phi trained by gradient
+             like the others. The loss can then be driven to zero by mapping every image to
+             the same vector: the representation collapses. The course shows this happening.
+    "sigreg" (LeJEPA, Balestriero & LeCun 2025): g_phi IS f_theta, one encoder trained by gradient
+             through both branches, and collapse is prevented by a regulariser instead of EMA:
+             L = (1 - lambda) * prediction loss + lambda * SIGReg(embeddings) (sigreg.py, notebook 09).
+             The embeddings SIGReg sees (`sigreg_on`): "pooled", each image's mean target token, or
+             "tokens", one target token per image at a random position.
 
 Three objectives on the same context encoder, predictor and masks (notebook 08):
     "jepa"    predict embeddings: the loss above.
@@ -39,10 +44,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .models import gather_tokens
+from .sigreg import sigreg
 
 LOSSES = ("l2", "smooth_l1", "l1")
 TARGET_NORMS = ("layer", "instance", "none")
-TARGET_MODES = ("ema", "joint")
+TARGET_MODES = ("ema", "joint", "sigreg")
+SIGREG_ON = ("pooled", "tokens")
 OBJECTIVES = ("jepa", "pixels", "both")
 
 
@@ -197,12 +204,13 @@ class JEPA(nn.Module):
     linear pixel head when the objective reconstructs pixels ("pixels" or "both").
 
     forward(images, masks) returns the loss and what went into it; `update_target(m)` is the
-    EMA step, to call after each optimizer step (a no-op in "joint" mode).
+    EMA step, to call after each optimizer step (a no-op in "joint" and "sigreg" modes).
     `patch_dim` (C * p * p, the values of one patch) is needed only by the pixel objectives."""
 
     def __init__(self, context_encoder: nn.Module, predictor: nn.Module, target_mode: str = "ema",
                  loss: str = "smooth_l1", target_norm: str = "instance", objective: str = "jepa",
-                 patch_dim: int | None = None, pixel_weight: float = 1.0, pixel_norm: bool = True):
+                 patch_dim: int | None = None, pixel_weight: float = 1.0, pixel_norm: bool = True,
+                 sigreg_weight: float = 0.02, sigreg_on: str = "pooled"):
         super().__init__()
         if target_mode not in TARGET_MODES:
             raise ValueError(f"unknown target_mode {target_mode!r}; valid: {TARGET_MODES}")
@@ -214,16 +222,26 @@ class JEPA(nn.Module):
             raise ValueError(f"unknown target_norm {target_norm!r}; valid: {TARGET_NORMS}")
         if not pixel_weight > 0:
             raise ValueError(f"pixel_weight must be > 0, got {pixel_weight}")
+        if not 0 < sigreg_weight < 1:
+            raise ValueError(f"sigreg_weight must be in (0, 1), got {sigreg_weight}")
+        if sigreg_on not in SIGREG_ON:
+            raise ValueError(f"unknown sigreg_on {sigreg_on!r}; valid: {SIGREG_ON}")
+        if target_mode == "sigreg" and objective != "jepa":
+            raise ValueError(f"target_mode 'sigreg' regularises the embedding objective (objective='jepa'), "
+                             f"got objective={objective!r}")
         self.context_encoder = context_encoder
         self.predictor = predictor
-        # the target encoder starts as an exact copy of the context encoder
-        self.target_encoder = copy.deepcopy(context_encoder)
+        # the target encoder starts as an exact copy of the context encoder; with SIGReg it is the same network
+        self.target_encoder = context_encoder if target_mode == "sigreg" else copy.deepcopy(context_encoder)
         self.target_mode = target_mode
         self.loss_kind = loss
         self.target_norm = target_norm
         self.objective = objective
         self.pixel_weight = pixel_weight
         self.pixel_norm = pixel_norm
+        self.sigreg_weight, self.sigreg_on = sigreg_weight, sigreg_on
+        # SIGReg's random directions (and "tokens"' positions): the trainer seeds this every step
+        self.direction_generator = torch.Generator()
         self.pixel_head = None
         if objective != "jepa":
             if patch_dim is None or patch_dim < 1:
@@ -235,18 +253,28 @@ class JEPA(nn.Module):
         if target_mode == "ema":
             self.target_encoder.requires_grad_(False)
 
-    def targets(self, images: torch.Tensor, target_indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Target embeddings z_t: [B, T, K_tgt, D], and the layer-normed target-encoder output on
-        every token [B, N, D] (what the collapse monitors watch, whatever `target_norm` is).
-        The target encoder sees the whole image; its output is masked afterwards (the paper's
-        Table 11: masking the output beats masking the input)."""
-        with torch.set_grad_enabled(self.target_mode == "joint" and torch.is_grad_enabled()):
+    def targets(self, images: torch.Tensor, target_indices: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Target embeddings z_t: [B, T, K_tgt, D], the layer-normed target-encoder output on every
+        token [B, N, D] (what the collapse monitors watch, whatever `target_norm` is), and that
+        output as it is [B, N, D] (what SIGReg regularises). The target encoder sees the whole
+        image; its output is masked afterwards (the paper's Table 11: masking the output beats
+        masking the input). No gradient flows into it with EMA."""
+        with torch.set_grad_enabled(self.target_mode != "ema" and torch.is_grad_enabled()):
             full = self.target_encoder(images)                                  # [B, N, D]
             targets = normalize_targets(full, self.target_norm)
             tokens = targets if self.target_norm == "layer" else F.layer_norm(full, full.shape[-1:])
         B, T, K = target_indices.shape
         z_t = gather_tokens(targets, target_indices.reshape(B, T * K)).view(B, T, K, -1)
-        return z_t, tokens
+        return z_t, tokens, full
+
+    def sigreg_embeddings(self, full: torch.Tensor) -> torch.Tensor:
+        """The [B, D] embeddings SIGReg sees: each image's mean token ("pooled"), or one token per
+        image at a position drawn from direction_generator ("tokens")."""
+        if self.sigreg_on == "pooled":
+            return full.mean(dim=1)
+        positions = torch.randint(full.shape[1], (full.shape[0],), generator=self.direction_generator)
+        return full[torch.arange(full.shape[0], device=full.device), positions.to(full.device)]
 
     def target_pixels(self, images: torch.Tensor, target_indices: torch.Tensor) -> torch.Tensor:
         """The pixels the pixel head must reconstruct: [B, T, K_tgt, C * p * p], normalised per
@@ -262,15 +290,20 @@ class JEPA(nn.Module):
         (a `Masks` from jepa_lite.masks holds both); target_images: what the target encoder sees
         (default: `images`; the same pictures in other colours with `colour_views`, train.py).
         Returns dict(loss: scalar, predictions, targets: [B, T, K_tgt, D], target_tokens: [B, N, D]);
-        objective "both" adds embedding_loss and pixel_loss (scalars), the pixel objectives add
+        target_mode "sigreg" adds embedding_loss and sigreg_loss (scalars), objective "both" adds
+        embedding_loss and pixel_loss (scalars), the pixel objectives add
         pixel_loss, reconstruction and target_pixels ([B, T, K_tgt, C * p * p])."""
         target_images = images if target_images is None else target_images
-        z_t, full = self.targets(target_images, target_indices)
+        z_t, full, raw = self.targets(target_images, target_indices)
         z_c = self.context_encoder(images, context_indices)                   # [B, K_ctx, D]
         z_hat = self.predictor(z_c, context_indices, target_indices)          # [B, T, K_tgt, D]
         out = {"predictions": z_hat, "targets": z_t, "target_tokens": full}
         if self.objective == "jepa":
             out["loss"] = embedding_loss(z_hat.float(), z_t.float(), self.loss_kind)
+            if self.target_mode == "sigreg":
+                out["embedding_loss"] = out["loss"]
+                out["sigreg_loss"] = sigreg(self.sigreg_embeddings(raw), generator=self.direction_generator)
+                out["loss"] = (1 - self.sigreg_weight) * out["embedding_loss"] + self.sigreg_weight * out["sigreg_loss"]
             return out
         reconstruction = self.pixel_head(z_hat)                               # [B, T, K_tgt, P]
         target_pixels = self.target_pixels(target_images, target_indices)

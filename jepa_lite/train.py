@@ -35,7 +35,7 @@ from .device import autocast_context, choose_precision, describe_device, grad_sc
 from .errors import CheckpointError, HelperFailed, JepaLiteError, TrainingStopped
 from .masks import Masks, MaskSampler
 from .models import set_drop_path_generator
-from .metrics import IntervalMeter, LiveMetrics, collapse_warning
+from .metrics import LOSS_PARTS, IntervalMeter, LiveMetrics, collapse_warning
 from .objective import JEPA, ema_momentum
 from .progress import progress_bar
 from .schedules import BudgetLength, lr_at, weight_decay_at
@@ -107,7 +107,8 @@ class Trainer:
         self.encoder_config, self.predictor_config, self.mask_config = configs_for(config, self.image_size)
         self.model = build_jepa(self.encoder_config, self.predictor_config, config.target_mode, config.loss,
                                 objective=config.objective, pixel_weight=config.pixel_weight,
-                                target_norm=config.target_norm).to(self.device)
+                                target_norm=config.target_norm, sigreg_weight=config.sigreg_weight,
+                                sigreg_on=config.sigreg_on).to(self.device)
         self.drop_path_generator = torch.Generator()          # seeded per step in train_step
         set_drop_path_generator(self.model, self.drop_path_generator)
         self.optimizer = torch.optim.AdamW(param_groups(self.model), lr=config.lr, betas=config.betas,
@@ -275,6 +276,7 @@ class Trainer:
                 target_images = None if target_images is None else target_images[rows]
                 masks = Masks(masks.context_indices[rows], masks.target_indices[rows], masks.grid_size)
         self.drop_path_generator.manual_seed(config.seed * 7919 + step + 104729 * self.rank)  # per step and rank
+        self.model.direction_generator = step_generator(config.seed, step, 4)    # SIGReg: the same on every rank
 
         self.model.train()
         with autocast_context(self.device, self.precision):
@@ -296,7 +298,7 @@ class Trainer:
         self.model.update_target(momentum)
         result = {"loss": loss.detach(), "lr": lr, "wd": wd, "momentum": momentum,
                   "target_tokens": out["target_tokens"].detach(), "batch": batch}
-        for part in ("embedding_loss", "pixel_loss"):          # the parts of objective "both" / "pixels"
+        for part in LOSS_PARTS:             # the parts of objectives "both" / "pixels" and of target mode "sigreg"
             if part in out:
                 result[part] = out[part].detach()
         return result
