@@ -10,7 +10,7 @@ CHECKPOINT_STEPS ?= 10400
 
 CHECKPOINT08_STEPS ?= 5000
 
-.PHONY: setup course checkpoint checkpoints08 test bench clean
+.PHONY: setup course checkpoint checkpoints08 test bench clean site student
 
 setup: $(VENV)/.installed
 
@@ -55,3 +55,13 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# the course website from the committed notebooks, not executed (site/build.py): warnings are
+# errors, then every internal link is checked; open build/site/html/index.html
+site: setup
+	$(BIN)/python site/build.py --out build/site
+
+# the student notebooks (jepa_lite.student): each exercise's solution replaced by a stub that
+# raises, followed by its check, in build/student
+student: setup
+	$(BIN)/jepa-lite student --out build/student

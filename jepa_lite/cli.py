@@ -3,6 +3,7 @@
     jepa-lite train [--data shapes|cifar10|stl10|imagefolder:PATH] [--model tiny|small|...]
                     [--budget-minutes N | --epochs N | --steps N] --out DIR
     jepa-lite probe --checkpoint DIR_OR_FILE [--data D] [--test-data D2] [--layers K]
+    jepa-lite student [--out build/student] [--only 00 05]
 
 Every `train` flag is a field of `jepa_lite.config.TrainConfig` (same name, dashes for
 underscores), so the defaults live in one place.
@@ -256,6 +257,13 @@ def cmd_course(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_student(args: argparse.Namespace) -> int:
+    from .student import summary, write_student_notebooks
+
+    print(summary(write_student_notebooks(args.notebooks, args.out, only=args.only)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -293,6 +301,13 @@ def build_parser() -> argparse.ArgumentParser:
                           help="default: $JEPA_LITE_PROFILE, else gpu on CUDA/MPS and cpu otherwise")
     p_course.add_argument("--only", nargs="*", default=None, help="notebook name prefixes, e.g. 00 05")
     p_course.set_defaults(func=cmd_course)
+
+    p_student = sub.add_parser("student", help="write the student notebooks: each exercise's solution replaced by "
+                                               "a stub, followed by its check (jepa_lite.student)")
+    p_student.add_argument("--out", default="build/student", help="folder for the student notebooks")
+    p_student.add_argument("--notebooks", default=None, help="folder of the teacher notebooks (default: the course's)")
+    p_student.add_argument("--only", nargs="*", default=None, help="notebook name prefixes, e.g. 00 05")
+    p_student.set_defaults(func=cmd_student)
     return parser
 
 
