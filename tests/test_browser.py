@@ -40,15 +40,6 @@ IMAGE_CHANGE_TIMEOUT_S = 30
 pytestmark = pytest.mark.browser
 
 
-def find_chromium() -> str | None:
-    """The Chromium executable: $CHROMIUM_PATH, then `chromium`, then `chromium-browser`."""
-    candidates = [os.environ.get("CHROMIUM_PATH"), shutil.which("chromium"), shutil.which("chromium-browser")]
-    for candidate in candidates:
-        if candidate and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return candidate
-    return None
-
-
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -154,16 +145,6 @@ class JupyterLab:
                     self.proc.kill()
                     self.proc.wait()
         self._log.close()
-
-
-@pytest.fixture(scope="module")
-def chromium_path() -> str:
-    pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
-    path = find_chromium()
-    if path is None:
-        pytest.skip("no Chromium found ($CHROMIUM_PATH, `chromium`, `chromium-browser`): "
-                    "install Debian's chromium package (`apt-get install chromium`) to run the browser test")
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -194,17 +194,6 @@ def _load_from(path: Path):
 # --- in a real browser -----------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def chromium_path() -> str:
-    pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
-    from test_browser import find_chromium
-    path = find_chromium()
-    if path is None:
-        pytest.skip("no Chromium found ($CHROMIUM_PATH, `chromium`, `chromium-browser`): "
-                    "install Debian's chromium package (`apt-get install chromium`) to run the browser test")
-    return path
-
-
-@pytest.fixture(scope="module")
 def served_site(site):
     """The built site over HTTP on 127.0.0.1 (as a reader's browser gets it), in a thread."""
     class Quiet(http.server.SimpleHTTPRequestHandler):
