@@ -23,6 +23,7 @@ checkpoints; when to stop (end of schedule, time budget, a signal) is agreed on 
 """
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import tempfile
@@ -34,7 +35,8 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from .errors import HelperFailed
+from .config import TrainConfig
+from .errors import HelperFailed, TrainingStopped
 
 # A step of the models meant for CPU takes well under a second; checkpoints are written by rank 0
 # between steps while the others wait in the next collective, so allow minutes, not hours.
@@ -271,3 +273,52 @@ class HelperProcesses:
         # after an error rank 0 does not wait for helpers stuck in a collective
         self._stop_helpers(wait=30.0 if exc_type is None else 0.5)
         self._tmp.cleanup()
+
+
+def run_with_helpers(trainer, until_step: int | None):
+    """Trainer.run() with workers > 1 on a CPU: start ranks 1..workers-1 as helper processes (each
+    with rank 0's state, then the same loop, silently) and train as rank 0 of their group."""
+    threads = torch.get_num_threads()
+    per_worker = threads_per_worker(trainer.workers)
+    trainer.log(f"data parallel: {trainer.workers} processes x {per_worker} thread(s), "
+                f"{trainer.config.batch_size // trainer.workers} images each per step")
+    torch.set_num_threads(per_worker)
+    try:
+        with HelperProcesses(trainer.workers, _helper_main,
+                             (trainer.config, str(trainer.out_dir), shareable(trainer.dataset),
+                              # a copy: tensors sent to a helper move to shared memory, and
+                              # optimizer.load_state_dict keeps (not copies) the moments it gets
+                              copy.deepcopy(trainer.state()), per_worker)) as helpers:
+            trainer._join(0, trainer.workers)
+            try:
+                return trainer._loop(until_step)
+            except RuntimeError as e:          # a collective failed: say which helper stopped
+                why = helpers.failure()
+                if why:
+                    raise HelperFailed(f"{why}; the last good checkpoint (step {trainer._last_saved_step}) "
+                                       f"is kept at {trainer.checkpoint_path}") from e
+                raise
+    finally:
+        trainer._leave()
+        torch.set_num_threads(threads)
+
+
+def _helper_main(rank: int, world: int, store: str, config: TrainConfig, out_dir: str, dataset, state: dict,
+                 threads: int) -> None:
+    """A data-parallel helper (rank >= 1) started by rank 0's Trainer.run(): rank 0's state, then the
+    same training loop, silently (rank 0 logs, decides when to stop and writes the checkpoints)."""
+    from .train import Trainer      # here: train.py imports this module
+
+    torch.set_num_threads(threads)
+    init_file_group(store, rank, world)
+    try:
+        # resume=False: the state comes from rank 0, and helpers never write to out_dir
+        trainer = Trainer(config, out_dir, dataset=unshare(dataset), resume=False, progress=False,
+                          log=lambda *a: None)
+        trainer._restore(state)
+        trainer._join(rank, world)
+        trainer._loop(None)
+    except TrainingStopped:                   # rank 0 wrote the checkpoint
+        pass
+    finally:
+        dist.destroy_process_group()

@@ -14,7 +14,6 @@ The same engine trains every variant (notebook 08):
 """
 from __future__ import annotations
 
-import copy
 import math
 import signal
 import time
@@ -32,7 +31,7 @@ from .config import TrainConfig
 from .data import ImageDataset, batch_indices, load_dataset, step_generator
 from .augment import BatchAugment, scramble_colours
 from .device import autocast_context, choose_precision, describe_device, grad_scaler, pick_device
-from .errors import CheckpointError, HelperFailed, JepaLiteError, TrainingStopped
+from .errors import CheckpointError, JepaLiteError, TrainingStopped
 from .masks import Masks, MaskSampler
 from .models import set_drop_path_generator
 from .metrics import LOSS_PARTS, IntervalMeter, LiveMetrics, collapse_warning
@@ -309,33 +308,8 @@ class Trainer:
         schedule is unchanged: a later run() resumes exactly). With workers > 1 this process is
         rank 0 of a data-parallel group (distributed.py) whose helpers it starts and stops."""
         if self.workers > 1:
-            return self._run_data_parallel(until_step)
+            return distributed.run_with_helpers(self, until_step)
         return self._loop(until_step)
-
-    def _run_data_parallel(self, until_step: int | None) -> TrainResult:
-        threads = torch.get_num_threads()
-        per_worker = distributed.threads_per_worker(self.workers)
-        self.log(f"data parallel: {self.workers} processes x {per_worker} thread(s), "
-                 f"{self.config.batch_size // self.workers} images each per step")
-        torch.set_num_threads(per_worker)
-        try:
-            with distributed.HelperProcesses(self.workers, _helper_main,
-                                             (self.config, str(self.out_dir), distributed.shareable(self.dataset),
-                                              # a copy: tensors sent to a helper move to shared memory, and
-                                              # optimizer.load_state_dict keeps (not copies) the moments it gets
-                                              copy.deepcopy(self.state()), per_worker)) as helpers:
-                self._join(0, self.workers)
-                try:
-                    return self._loop(until_step)
-                except RuntimeError as e:          # a collective failed: say which helper stopped
-                    why = helpers.failure()
-                    if why:
-                        raise HelperFailed(f"{why}; the last good checkpoint (step {self._last_saved_step}) "
-                                           f"is kept at {self.checkpoint_path}") from e
-                    raise
-        finally:
-            self._leave()
-            torch.set_num_threads(threads)
 
     def _warn_if_collapsed(self, record: dict) -> bool:
         """Log metrics.collapse_warning's line when the record shows collapse; True if it did."""
@@ -426,25 +400,6 @@ class Trainer:
         if self.world > 1:        # leave together, after rank 0's last checkpoint (a rank that tears the group
             distributed.dist.barrier()   # down while another still uses it can abort)
         return TrainResult(self.model, self.history, self.checkpoint_path, self.step, self.elapsed)
-
-
-def _helper_main(rank: int, world: int, store: str, config: TrainConfig, out_dir: str, dataset, state: dict,
-                 threads: int) -> None:
-    """A data-parallel helper (rank >= 1) started by rank 0's Trainer.run(): rank 0's state, then the
-    same training loop, silently (rank 0 logs, decides when to stop and writes the checkpoints)."""
-    torch.set_num_threads(threads)
-    distributed.init_file_group(store, rank, world)
-    try:
-        # resume=False: the state comes from rank 0, and helpers never write to out_dir
-        trainer = Trainer(config, out_dir, dataset=distributed.unshare(dataset), resume=False, progress=False,
-                          log=lambda *a: None)
-        trainer._restore(state)
-        trainer._join(rank, world)
-        trainer._loop(None)
-    except TrainingStopped:                   # rank 0 wrote the checkpoint
-        pass
-    finally:
-        distributed.dist.destroy_process_group()
 
 
 def train(config: TrainConfig, out_dir: str | Path, dataset: ImageDataset | None = None, resume: bool = True,
