@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="shapes")
     parser.add_argument("--data-root", default="data")
-    parser.add_argument("--model", default="tiny", help="a named size (jepa_lite.models.MODEL_SIZES)")
+    parser.add_argument("--model", default="tiny", help="a named size (jepa_lite.model_sizes.MODEL_SIZES)")
     parser.add_argument("--marks", default="1300,2600,3900,5200,6500,7800,9100,10400",
                         help="steps at which to probe")
     parser.add_argument("--probe-train", type=int, default=5000, help="probe training images")

@@ -22,7 +22,8 @@ import torch
 
 from jepa_lite.data import load_dataset
 from jepa_lite.evaluate import extract_features, knn_probe, linear_probe, raw_pixel_features, umap_embed
-from jepa_lite.models import VisionTransformer, model_configs
+from jepa_lite.model_sizes import model_configs
+from jepa_lite.models import VisionTransformer
 
 
 def main() -> None:

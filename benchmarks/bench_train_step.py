@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference_style import ReferenceStyleStep  # noqa: E402
 
 from jepa_lite.masks import MaskConfig, MaskSampler  # noqa: E402
-from jepa_lite.models import model_configs  # noqa: E402
+from jepa_lite.model_sizes import model_configs  # noqa: E402
 from jepa_lite.build import build_jepa, param_groups  # noqa: E402
 from jepa_lite.device import autocast_context  # noqa: E402
 

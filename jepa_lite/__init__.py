@@ -2,6 +2,7 @@
 
     masks      block samplers -> index tensors          (notebook 01)
     models     patch embedding, sin-cos, ViT, predictor  (notebooks 02, 03)
+    model_sizes  the named sizes (MODEL_SIZES, IJEPA_SIZES) -> configs
     objective  EMA target, loss, collapse monitors       (notebook 04)
     config     TrainConfig and the named recipes (fast, paper)
     build      a run's networks from its config

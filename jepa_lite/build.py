@@ -9,7 +9,8 @@ import torch.nn as nn
 from .cnn import CNNConfig, ConvEncoder, cnn_config_from_size
 from .config import TrainConfig
 from .masks import MaskConfig, default_mask_config
-from .models import Predictor, PredictorConfig, ViTConfig, VisionTransformer, model_configs
+from .model_sizes import model_configs
+from .models import Predictor, PredictorConfig, ViTConfig, VisionTransformer
 from .objective import JEPA
 
 # Encoder architectures the engine can build: name -> (config class, module class). Any module

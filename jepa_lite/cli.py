@@ -23,7 +23,7 @@ from .errors import JepaLiteError, TrainingStopped
 from .config import DATA_DEFAULTS, ENCODER_NAMES, LR_SCHEDULES, RECIPES, TrainConfig
 from .augment import COLOUR_VIEWS
 from .device import PRECISIONS
-from .models import IJEPA_SIZES, MODEL_SIZES
+from .model_sizes import IJEPA_SIZES, MODEL_SIZES
 from .objective import LOSSES, OBJECTIVES, SIGREG_ON, TARGET_MODES, TARGET_NORMS
 
 _HIDDEN = {"mask"}     # set through --mask key=value

@@ -201,7 +201,8 @@ class TrainConfig:
     def resolve(self) -> "TrainConfig":
         """A new TrainConfig with every None filled in from the recipe, the data set and the model
         size (resolving a resolved config changes nothing)."""
-        from .models import IJEPA_SIZES, MODEL_SIZES, ViTConfig
+        from .model_sizes import IJEPA_SIZES, MODEL_SIZES
+        from .models import ViTConfig
 
         recipe = RECIPES[self.recipe]
         values = {name: value for name, value in recipe.items() if getattr(self, name) is None}

@@ -36,7 +36,7 @@ class Profile:
     """The sizes of one profile. Fields are read by the notebooks; none changes what is taught."""
     name: str
     data: str                      # pretraining data set of notebook 05 ("shapes" or "cifar10")
-    model: str                     # named size in jepa_lite.models.MODEL_SIZES
+    model: str                     # named size in jepa_lite.model_sizes.MODEL_SIZES
     train_minutes: float | None    # notebook 05: a time budget ...
     train_steps: int | None        # ... or a number of steps (exactly one is set)
     batch_size: int

@@ -21,8 +21,8 @@ from jepa_lite.convert import (IMAGENET_MEAN, IMAGENET_STD, REFERENCE_NUM_HEADS,
 from jepa_lite.convert_hf import convert_hf_ijepa
 from jepa_lite.data import normalize
 from jepa_lite.evaluate import extract_features
-from jepa_lite.models import (IJEPA_SIZES, Predictor, VisionTransformer, gather_tokens, model_configs,
-                              sincos_pos_embed_2d)
+from jepa_lite.model_sizes import IJEPA_SIZES, model_configs
+from jepa_lite.models import Predictor, VisionTransformer, gather_tokens, sincos_pos_embed_2d
 
 ATOL = 1e-5
 

@@ -1,8 +1,9 @@
 import pytest
 import torch
 
-from jepa_lite.models import (IJEPA_SIZES, MODEL_SIZES, Predictor, PredictorConfig, ViTConfig, VisionTransformer,
-                              gather_tokens, model_configs, sincos_pos_embed_2d)
+from jepa_lite.model_sizes import IJEPA_SIZES, MODEL_SIZES, model_configs
+from jepa_lite.models import (Predictor, PredictorConfig, ViTConfig, VisionTransformer, gather_tokens,
+                              sincos_pos_embed_2d)
 
 
 def tiny_encoder(**overrides) -> VisionTransformer:
