@@ -17,6 +17,8 @@
     shapes     the procedural shapes renderer
     augment    batched crops and flips, recoloured views
     course     the notebooks' profile switch (test / cpu / gpu), `jepa-lite course`
-    convert    released I-JEPA weights (reference checkpoints, Hugging Face) -> VisionTransformer
+    convert    released I-JEPA checkpoints -> VisionTransformer
+    convert_predictor  their predictors -> Predictor, and a checkpoint's three networks
+    convert_hf  the released encoders from Hugging Face transformers -> VisionTransformer
 """
 __version__ = "0.1.0"

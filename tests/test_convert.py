@@ -14,11 +14,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from jepa_lite.convert import (IMAGENET_MEAN, IMAGENET_STD, REFERENCE_NUM_HEADS,
-                               convert_reference_predictor_state_dict, convert_reference_state_dict,
-                               load_reference_checkpoint, load_reference_models, load_reference_predictor,
-                               reference_config, reference_predictor_config)
+from jepa_lite.convert import (IMAGENET_MEAN, IMAGENET_STD, REFERENCE_NUM_HEADS, convert_reference_state_dict,
+                               load_reference_checkpoint, reference_config)
 from jepa_lite.convert_hf import convert_hf_ijepa
+from jepa_lite.convert_predictor import (convert_reference_predictor_state_dict, load_reference_models,
+                                         load_reference_predictor, reference_predictor_config)
 from jepa_lite.data import normalize
 from jepa_lite.evaluate import extract_features
 from jepa_lite.model_sizes import IJEPA_SIZES, model_configs
