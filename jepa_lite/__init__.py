@@ -8,6 +8,7 @@
     build      a run's networks from its config
     schedules  learning rate and weight decay per step   (notebook 05)
     train      the training loop: budget, metrics, resume, signals (notebook 05)
+    train_data a run's images and each step's batch (crops, colour views, masks)
     checkpoint atomic writes, safe reads, a JEPA back from a file
     distributed  DistributedDataParallel: torchrun, or CPU workers from a notebook
     evaluate   features, probes, kNN, UMAP               (notebook 06)

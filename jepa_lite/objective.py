@@ -288,7 +288,7 @@ class JEPA(nn.Module):
                 target_indices: torch.Tensor, target_images: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """images: [B, C, H, W]; context_indices: [B, K_ctx]; target_indices: [B, T, K_tgt]
         (a `Masks` from jepa_lite.masks holds both); target_images: what the target encoder sees
-        (default: `images`; the same pictures in other colours with `colour_views`, train.py).
+        (default: `images`; the same pictures in other colours with `colour_views`, train_data.py).
         Returns dict(loss: scalar, predictions, targets: [B, T, K_tgt, D], target_tokens: [B, N, D]);
         target_mode "sigreg" adds embedding_loss and sigreg_loss (scalars), objective "both" adds
         embedding_loss and pixel_loss (scalars), the pixel objectives add

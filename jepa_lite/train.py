@@ -1,7 +1,8 @@
 """The training loop: time budget, metrics, checkpoints, exact resume, a clean stop on a signal.
 
 A resolved `TrainConfig` (config.py) says everything the run does; build.py makes its networks,
-schedules.py its lr and weight decay, checkpoint.py reads and writes its files.
+train_data.py its data and each step's batch, schedules.py its lr and weight decay, checkpoint.py
+reads and writes its files.
 Randomness is a pure function of (seed, step), so a run resumed from a checkpoint draws the
 same batches, crops and masks as the uninterrupted run and, on CPU, gives the same losses.
 
@@ -28,18 +29,16 @@ from .build import build_jepa, configs_for, param_groups
 from .checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_NAME, METRICS_LIVE_NAME, load_checkpoint, load_networks, save_atomic,
                          write_json_atomic)
 from .config import TrainConfig
-from .data import ImageDataset, batch_indices, load_dataset, step_generator
-from .augment import BatchAugment, scramble_colours
+from .data import ImageDataset, step_generator
 from .device import autocast_context, choose_precision, describe_device, grad_scaler, pick_device
 from .errors import CheckpointError, JepaLiteError, TrainingStopped
-from .masks import Masks, MaskSampler
 from .models import set_drop_path_generator
 from .metrics import LOSS_PARTS, IntervalMeter, LiveMetrics, collapse_warning
 from .objective import JEPA, ema_momentum
 from .progress import progress_bar
 from .schedules import BudgetLength, lr_at, weight_decay_at
 from .signals import StopSignals
-from .stream import STREAM_ABOVE_BYTES, ImageFolderStream, stream_loader
+from .train_data import TrainBatches, training_images
 
 
 # ---------------------------------------------------------------------------------------------
@@ -83,26 +82,9 @@ class Trainer:
             self.log(describe_device(self.device, config.amp))
         torch.manual_seed(config.seed)
 
-        self.streaming = False
-        if dataset is None and config.data.startswith("imagefolder:") and config.stream is not False:
-            streamed = ImageFolderStream(config.data, "train", image_size=config.image_size,
-                                         max_images=config.max_train_images)
-            if config.stream or streamed.decoded_bytes() > STREAM_ABOVE_BYTES:
-                dataset, self.streaming = streamed, True
-                self.log(f"streaming {len(streamed)} images of {streamed.image_size} px from disk "
-                         f"({streamed.decoded_bytes() / 2 ** 30:.1f} GiB decoded"
-                         + ("" if config.stream else f", above the {STREAM_ABOVE_BYTES / 2 ** 30:.0f} GiB "
-                            f"held in memory") + ")")
-        if dataset is None:
-            dataset = load_dataset(config.data, "train", root=config.data_root, image_size=config.image_size,
-                                   max_images=config.max_train_images)
-        if len(dataset) < 1:
-            raise ValueError(f"data set {config.data!r} is empty")
+        dataset, self.streaming = training_images(config, dataset, self.log)
         self.image_size = dataset.image_size if self.streaming else dataset.images.shape[-1]
         self.dataset = dataset if self.streaming else dataset.to(self.device)
-        self.loader_workers = (config.loader_workers if config.loader_workers is not None
-                               else min(8, max(1, distributed.usable_cpus() // 2)))
-        self._batches = None                   # streaming: the DataLoader's iterator, from the current step
         self.encoder_config, self.predictor_config, self.mask_config = configs_for(config, self.image_size)
         self.model = build_jepa(self.encoder_config, self.predictor_config, config.target_mode, config.loss,
                                 objective=config.objective, pixel_weight=config.pixel_weight,
@@ -113,8 +95,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(param_groups(self.model), lr=config.lr, betas=config.betas,
                                            weight_decay=config.weight_decay)
         self.scaler = grad_scaler(self.device, self.precision)        # active for fp16 only
-        self.mask_sampler = MaskSampler(self.mask_config)
-        self.augment = BatchAugment(crop_scale=config.crop_scale, hflip=config.hflip)
+        self.batches = TrainBatches(self.dataset, self.streaming, config, self.mask_config, self.device)
         self.forward = torch.compile(self.model, dynamic=True) if config.compile else self.model
 
         self.steps_per_epoch = max(len(dataset) // config.batch_size, 1)
@@ -221,25 +202,6 @@ class Trainer:
     def trainable(self) -> list[nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
 
-    def _streamed_batch(self, step: int) -> tuple[torch.Tensor, Masks, int]:
-        """Streaming: the next batch from the DataLoader (started at `step` if there is none yet),
-        moved to the device and cropped; returns (images, masks, global batch size)."""
-        config = self.config
-        if self._batches is None:
-            loader = stream_loader(self.dataset, self.mask_config, config.batch_size, config.seed, step, None,
-                                   self.loader_workers, self.device, self.rank, self.world)
-            self._batches = iter(loader)
-        loaded_step, images_uint8, _, masks = next(self._batches)
-        if loaded_step != step:                # a step was trained outside the loader (e.g. by hand): restart it
-            self._batches = None
-            return self._streamed_batch(step)
-        images_uint8 = images_uint8.to(self.device, non_blocking=True)
-        masks = masks.to(self.device)
-        rows = distributed.rows_of_rank(config.batch_size, self.rank, self.world)
-        images = self.augment(images_uint8, generator=step_generator(config.seed, step, 1), rows=rows,
-                              batch_size=config.batch_size)
-        return images, masks, config.batch_size
-
     def train_step(self, step: int, total_steps: int) -> dict:
         config = self.config
         lr, wd = lr_at(step, total_steps, config), weight_decay_at(step, total_steps, config)
@@ -248,32 +210,7 @@ class Trainer:
             group["lr"] = lr
             group["weight_decay"] = wd if group["apply_wd"] else 0.0
 
-        if self.streaming:      # this rank's rows, decoded and masked by the loader's workers
-            images, masks, batch = self._streamed_batch(step)
-            target_images = None
-            rows = distributed.rows_of_rank(config.batch_size, self.rank, self.world)
-            if config.colour_views != "same":
-                colours = step_generator(config.seed, step, 3)
-                target_images = scramble_colours(images, colours, rows=rows, batch_size=config.batch_size)
-                if config.colour_views == "both":
-                    images = scramble_colours(images, colours, rows=rows, batch_size=config.batch_size)
-        else:
-            indices = batch_indices(len(self.dataset), config.batch_size, config.seed, step).to(self.device)
-            images = self.augment(self.dataset.images[indices], generator=step_generator(config.seed, step, 1))
-            masks = self.mask_sampler(images.shape[0], generator=step_generator(config.seed, step, 2),
-                                      device=self.device)
-            target_images = None
-            if config.colour_views != "same":
-                colours = step_generator(config.seed, step, 3)
-                target_images = scramble_colours(images, colours)
-                if config.colour_views == "both":
-                    images = scramble_colours(images, colours)
-            batch = images.shape[0]
-            if self.world > 1:      # every rank drew the whole batch (same crops, same masks); keep our rows
-                rows = distributed.rows_of_rank(batch, self.rank, self.world)
-                images = images[rows]
-                target_images = None if target_images is None else target_images[rows]
-                masks = Masks(masks.context_indices[rows], masks.target_indices[rows], masks.grid_size)
+        images, target_images, masks, batch = self.batches(step, self.rank, self.world)   # this rank's rows
         self.drop_path_generator.manual_seed(config.seed * 7919 + step + 104729 * self.rank)  # per step and rank
         self.model.direction_generator = step_generator(config.seed, step, 4)    # SIGReg: the same on every rank
 
@@ -328,7 +265,7 @@ class Trainer:
         try:
             return self._steps(until_step, signals, live_metrics)
         finally:
-            self._batches = None               # streaming: stop the loader's workers (a later run() restarts them)
+            self.batches.stop()                # streaming: stop the loader's workers (a later run() restarts them)
             live_metrics.close()
 
     def _steps(self, until_step: int | None, signals: "StopSignals", live_metrics: LiveMetrics) -> TrainResult:

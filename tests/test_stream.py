@@ -51,8 +51,8 @@ def test_streamed_run_resumes_exactly(tmp_path, folder):
 
 def test_large_folders_stream_by_default_and_say_so(tmp_path, folder, monkeypatch):
     monkeypatch.setattr(stream, "STREAM_ABOVE_BYTES", 0)
-    import jepa_lite.train as train_module
-    monkeypatch.setattr(train_module, "STREAM_ABOVE_BYTES", 0)
+    import jepa_lite.train_data as train_data
+    monkeypatch.setattr(train_data, "STREAM_ABOVE_BYTES", 0)
     said = []
     trainer = Trainer(TrainConfig(data=folder, steps=2, **RUN), tmp_path / "auto", progress=False, log=said.append)
     assert trainer.streaming and any("streaming 96 images" in line for line in said)

@@ -4,12 +4,12 @@ import math
 import pytest
 import torch
 
-from jepa_lite.data import make_shapes
+from jepa_lite.data import batch_indices, make_shapes
 from jepa_lite.build import param_groups
 from jepa_lite.checkpoint import CHECKPOINT_NAME, jepa_from_checkpoint, load_checkpoint, save_atomic
 from jepa_lite.config import TrainConfig
 from jepa_lite.schedules import lr_at, weight_decay_at
-from jepa_lite.train import Trainer, batch_indices, train
+from jepa_lite.train import Trainer, train
 
 TINY = dict(model="micro", batch_size=16, log_every=1, device="cpu", image_size=16, patch_size=2,
             warmup_steps=2, checkpoint_every_minutes=100.0)
