@@ -1,6 +1,9 @@
-"""Does the target encoder file images by colour or by shape? One recipe knob, `colour_views`.
+"""Does the target encoder file images by colour or by shape? One recipe knob, `colour_views`, and one
+data change, the same images in one palette (`shapes-mono`).
 
     python benchmarks/bench_colour_views.py                       # 3 runs x 1500 steps on shapes (~25 min on 2 cores)
+    python benchmarks/bench_colour_views.py --variants same,mono  # the same images in colour and in one palette
+    python benchmarks/bench_colour_views.py --checkpoints colour=data/shapes_tiny.pt mono=data/shapes_mono_tiny.pt
     python benchmarks/bench_colour_views.py --steps 200 --probe-train 1000 --probe-test 500   # a smoke run
     python benchmarks/bench_colour_views.py --checkpoints shipped=data/shapes_tiny.pt --readouts
 
@@ -9,7 +12,8 @@ block's colour is among the easiest things to predict from the visible ones. Wit
 `colour_views="same"` (the paper: both encoders see the same picture) the target encoder's plain
 distances follow colour, which the kNN vote and UMAP read; with "target" the target encoder sees
 the picture with its colours scrambled (jepa_lite.data.scramble_colours), so colour stops being
-predictable; "both" scrambles each encoder's view independently.
+predictable; "both" scrambles each encoder's view independently; "mono" keeps the paper's views
+and changes the data instead: `shapes-mono` draws the same images in one grey palette.
 
 For each variant it trains one run of the recipe defaults with that knob (one process, one thread
 per run, the runs side by side) or loads the given checkpoints, then prints, for the target
@@ -19,6 +23,9 @@ colour is from the query's (as a fraction of a random image's: 1.0 = colour play
 embedding spread (std), and RankMe. With --readouts it also tries other ways of reading the same
 frozen tokens with the kNN vote (pooling by mean, by standard deviation over tokens, both, a
 saliency-weighted mean, and PCA-whitened pooled features): do they close the kNN gap without retraining?
+Two more columns say where the features' variance goes: the share between the class means, and the
+share a quadratic function of the shape's and the background's mean colours predicts (fitted on the
+probe's training images, measured on its test images). Each run is probed on the data it trained on.
 """
 from __future__ import annotations
 
@@ -42,14 +49,19 @@ from jepa_lite.objective import embedding_std, rankme  # noqa: E402
 from jepa_lite.checkpoint import jepa_from_checkpoint, load_checkpoint  # noqa: E402
 
 
+VARIANTS = COLOUR_VIEWS + ("mono",)
+
+
 def train_runs(variants: list[str], steps: int, out: Path) -> dict[str, Path]:
-    """One `jepa-lite train` per variant, all at once, one thread each."""
+    """One `jepa-lite train` per variant, all at once, one thread each ("mono": colour_views "same" on
+    shapes-mono)."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
     runs, procs = {}, []
     for variant in variants:
         runs[variant] = out / variant
-        command = [sys.executable, "-m", "jepa_lite.cli", "train", "--data", "shapes", "--steps", str(steps),
-                   "--workers", "1", "--colour-views", variant, "--out", str(runs[variant]), "--no-resume", "--quiet"]
+        data, views = ("shapes-mono", "same") if variant == "mono" else ("shapes", variant)
+        command = [sys.executable, "-m", "jepa_lite.cli", "train", "--data", data, "--steps", str(steps),
+                   "--workers", "1", "--colour-views", views, "--out", str(runs[variant]), "--no-resume", "--quiet"]
         procs.append((variant, subprocess.Popen(command, env=env, cwd=ROOT)))
     for variant, proc in procs:
         if proc.wait() != 0:
@@ -70,6 +82,28 @@ def neighbour_colour(train_x, test_x, train, test, k: int = 20) -> tuple[float, 
     near = (train_c[nearest] - test_c[:, None]).norm(dim=-1).mean()
     far = (train_c[random_pick] - test_c[:, None]).norm(dim=-1).mean()
     return same, (near / far).item()
+
+
+def variance_shares(train_x, test_x, train, test) -> tuple[float, float]:
+    """(share of the test features' variance between the class means, share that a quadratic function
+    of the shape's and the background's mean RGB predicts, fitted on the training images)."""
+    def colour_numbers(data):
+        on, x = data.masks.unsqueeze(1).float(), data.images.float() / 255
+        return torch.cat([(x * on).sum(dim=(2, 3)) / on.sum(dim=(2, 3)),
+                          (x * (1 - on)).sum(dim=(2, 3)) / (1 - on).sum(dim=(2, 3))], dim=1)
+
+    def quadratic(c):
+        c = c - 0.5
+        i, j = torch.triu_indices(c.shape[1], c.shape[1])
+        return torch.cat([torch.ones(len(c), 1), c, c[:, i] * c[:, j]], dim=1)
+
+    centred = test_x - test_x.mean(0)
+    total = centred.pow(2).sum(1).mean()
+    between = sum((test.labels == c).float().mean() * centred[test.labels == c].mean(0).pow(2).sum()
+                  for c in test.labels.unique())
+    fit = torch.linalg.lstsq(quadratic(colour_numbers(train)).double(), train_x.double()).solution.float()
+    residual = (test_x - quadratic(colour_numbers(test)) @ fit).pow(2).sum(1).mean()
+    return (between / total).item(), (1 - residual / total).item()
 
 
 @torch.no_grad()
@@ -103,7 +137,7 @@ def readouts(encoder, layers: int, train, test) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=1500)
-    parser.add_argument("--variants", default=",".join(COLOUR_VIEWS), help=f"comma-separated, of {COLOUR_VIEWS}")
+    parser.add_argument("--variants", default=",".join(COLOUR_VIEWS), help=f"comma-separated, of {VARIANTS}")
     parser.add_argument("--checkpoints", nargs="*", default=None, metavar="NAME=PATH",
                         help="probe these checkpoints instead of training")
     parser.add_argument("--probe-train", type=int, default=5000)
@@ -118,17 +152,22 @@ def main() -> None:
             paths = dict(item.split("=", 1) for item in args.checkpoints)
         else:
             variants = args.variants.split(",")
-            bad = [v for v in variants if v not in COLOUR_VIEWS]
+            bad = [v for v in variants if v not in VARIANTS]
             if bad:
-                raise SystemExit(f"--variants: unknown {bad}; valid: {COLOUR_VIEWS}")
+                raise SystemExit(f"--variants: unknown {bad}; valid: {VARIANTS}")
             paths = train_runs(variants, args.steps, Path(args.out or scratch))
-        train = load_dataset("shapes", "train", max_images=args.probe_train)
-        test = load_dataset("shapes", "test", max_images=args.probe_test)
-        print(f"probe: {len(train)} train / {len(test)} test shapes images; target encoder, last 4 blocks pooled")
-        print(f"{'run':10s} {'steps':>6s} {'linear %':>9s} {'kNN %':>6s} {'gap':>5s} {'same class':>10s} "
-              f"{'colour dist':>11s} {'std':>6s} {'RankMe':>6s}")
+        probe_data = {}
+        print(f"probe: {args.probe_train} train / {args.probe_test} test images of each run's data; target encoder, "
+              f"last 4 blocks pooled")
+        print(f"{'run':10s} {'data':12s} {'steps':>6s} {'linear %':>9s} {'kNN %':>6s} {'gap':>5s} {'same class':>10s} "
+              f"{'colour dist':>11s} {'std':>6s} {'RankMe':>6s} {'var: class':>10s} {'colours':>8s}")
         for name, path in paths.items():
             checkpoint = load_checkpoint(path)
+            spec = checkpoint["data"]["spec"]
+            if spec not in probe_data:
+                probe_data[spec] = (load_dataset(spec, "train", max_images=args.probe_train),
+                                    load_dataset(spec, "test", max_images=args.probe_test))
+            train, test = probe_data[spec]
             encoder = jepa_from_checkpoint(checkpoint).target_encoder.eval()
             layers = min(4, checkpoint["encoder_config"]["depth"])
             tr = extract_features(encoder, train.images, layers=layers)
@@ -137,8 +176,10 @@ def main() -> None:
             knn = 100 * knn_probe(tr, train.labels, te, test.labels)["accuracy"]
             same, colour = neighbour_colour(tr, te, train, test)
             last = extract_features(encoder, test.images, layers=1)
-            print(f"{name:10s} {checkpoint['step']:6d} {linear:9.1f} {knn:6.1f} {linear - knn:5.1f} "
-                  f"{100 * same:9.0f}% {colour:10.2f}x {embedding_std(last):6.3f} {rankme(last):6.1f}")
+            class_share, colour_share = variance_shares(tr, te, train, test)
+            print(f"{name:10s} {spec:12s} {checkpoint['step']:6d} {linear:9.1f} {knn:6.1f} {linear - knn:5.1f} "
+                  f"{100 * same:9.0f}% {colour:10.2f}x {embedding_std(last):6.3f} {rankme(last):6.1f} "
+                  f"{100 * class_share:9.0f}% {100 * colour_share:7.0f}%")
             if args.readouts:
                 readouts(encoder, layers, train, test)
 

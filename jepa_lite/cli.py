@@ -1,6 +1,6 @@
 """`jepa-lite`: pretrain and probe from the command line.
 
-    jepa-lite train [--data shapes|cifar10|stl10|imagefolder:PATH] [--model tiny|small|...]
+    jepa-lite train [--data shapes|shapes-mono|cifar10|stl10|imagefolder:PATH] [--model tiny|small|...]
                     [--budget-minutes N | --epochs N | --steps N] --out DIR
     jepa-lite probe --checkpoint DIR_OR_FILE [--data D] [--test-data D2] [--layers K]
     jepa-lite student [--out build/student] [--only 00 05]
@@ -39,7 +39,7 @@ def _base_type(hint) -> type:
 _FIELD_HELP = {
     "recipe": "named defaults (jepa_lite.config.RECIPES): fast = the course's short-run recipe, paper = every "
               "setting of the I-JEPA reference code; flags given here override it",
-    "data": "shapes (procedural, offline), cifar10, stl10 or imagefolder:PATH",
+    "data": "shapes (procedural, offline), shapes-mono (the same in one grey palette), cifar10, stl10 or imagefolder:PATH",
     "data_root": "where downloaded data sets are kept",
     "max_train_images": "use only the first N training images",
     "model": "named size: micro, tiny, small, vit_s_96, vit_b_224, or a released I-JEPA size",

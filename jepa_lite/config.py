@@ -78,7 +78,7 @@ FAST_DEVIATIONS = {
 
 def data_defaults(data: str) -> dict:
     """The per-data-set values of the fields the recipe leaves to the data set."""
-    return DATA_DEFAULTS["shapes" if data == "shapes" else "other"]
+    return DATA_DEFAULTS["shapes" if data in ("shapes", "shapes-mono") else "other"]
 
 
 @dataclass(frozen=True)

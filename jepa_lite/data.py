@@ -28,12 +28,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .errors import DataUnavailable
-from .shapes import SHAPE_CLASSES, mask_boxes, render_shapes
+from .shapes import PALETTES, SHAPE_CLASSES, mask_boxes, render_shapes
 
 DATASET_SPECS = """\
 Supported data set specs (load_dataset(spec, split, ...)):
   shapes             procedural, offline: 10 shape classes under random colours, pose and clutter.
                      splits: train (indices [0, 50k)), test (indices [1M, 1M + 10k)); 32 px by default.
+  shapes-mono        the same images in one palette (dark shape, light background, grey clutter).
   cifar10            torchvision CIFAR-10 (32 px), downloaded into --data-root on demand. splits: train, test.
   stl10              torchvision STL-10 (96 px), downloaded into --data-root on demand.
                      splits: train, test, unlabeled (100k images, labels -1).
@@ -42,8 +43,8 @@ Supported data set specs (load_dataset(spec, split, ...)):
                      to square and resized to image_size (default: the first image's size). A folder
                      of images without class subfolders is one class (fine for pretraining)."""
 
-VALID_SPECS = ("shapes", "cifar10", "stl10", "imagefolder:PATH")
-_SPLITS = {"shapes": ("train", "test"), "cifar10": ("train", "test"), "stl10": ("train", "test", "unlabeled"),
+VALID_SPECS = ("shapes", "shapes-mono", "cifar10", "stl10", "imagefolder:PATH")
+_SPLITS = {"shapes": ("train", "test"), "shapes-mono": ("train", "test"), "cifar10": ("train", "test"), "stl10": ("train", "test", "unlabeled"),
            "imagefolder": ("train", "test")}
 
 # Fixed normalisation constants, the same for every data set: a checkpoint then never depends on
@@ -102,14 +103,18 @@ class ImageDataset:
                        masks=pick(self.masks), boxes=pick(self.boxes))
 
 
-def make_shapes(num_images: int, seed: int = 0, image_size: int = 32, start_index: int = 0) -> ImageDataset:
+def make_shapes(num_images: int, seed: int = 0, image_size: int = 32, start_index: int = 0,
+                palette: str = "colour") -> ImageDataset:
     """The procedural shapes data set: images start_index .. start_index + num_images - 1.
 
     Image i is a pure function of (seed, i, image_size): its class (one of SHAPE_CLASSES), colours,
     size, position, rotation, background gradient, 1-4 clutter strokes and noise come from a
     counter-based hash of (seed, i), then all images are rendered at once on a pixel grid.
     Returns images [N, 3, S, S] uint8, labels [N] int64, masks [N, S, S] bool (the shape's pixels)
-    and boxes [N, 4] float32 (the masks' tight boxes)."""
+    and boxes [N, 4] float32 (the masks' tight boxes). palette: "colour" or "mono" (shapes.PALETTES):
+    the same images, drawn in each image's own colours or in one grey palette."""
+    if palette not in PALETTES:
+        raise ValueError(f"palette must be one of {PALETTES}, got {palette!r}")
     if num_images < 0 or start_index < 0:
         raise ValueError(f"num_images and start_index must be >= 0, got {num_images}, {start_index}")
     if image_size < 8:
@@ -130,13 +135,13 @@ def make_shapes(num_images: int, seed: int = 0, image_size: int = 32, start_inde
         for start in range(0, num_images, chunk):
             stop = min(start + chunk, num_images)
             index = torch.arange(start_index + start, start_index + stop, dtype=torch.int64)
-            order, *rendered = render_shapes(index, seed, S)
+            order, *rendered = render_shapes(index, seed, S, palette)
             for out, x in zip((images, labels, masks), rendered):    # back to index order
                 out.index_copy_(0, order + start, x)
     finally:
         torch.set_num_threads(threads)
     return ImageDataset(images, labels, list(SHAPE_CLASSES), masks=masks, boxes=mask_boxes(masks),
-                        name=f"shapes(seed={seed})")
+                        name=f"shapes(seed={seed})" if palette == "colour" else f"shapes-{palette}(seed={seed})")
 
 
 # the two disjoint index ranges of load_dataset("shapes", ...)
@@ -144,7 +149,7 @@ SHAPES_TRAIN_START, SHAPES_TRAIN_SIZE = 0, 50_000
 SHAPES_TEST_START, SHAPES_TEST_SIZE = 1_000_000, 10_000
 
 
-def _load_shapes(split: str, image_size: int | None, max_images: int | None) -> ImageDataset:
+def _load_shapes(split: str, image_size: int | None, max_images: int | None, palette: str = "colour") -> ImageDataset:
     # max_images sets the length; train may grow up to 1M images and still never meets test
     start = SHAPES_TRAIN_START if split == "train" else SHAPES_TEST_START
     size = SHAPES_TRAIN_SIZE if split == "train" else SHAPES_TEST_SIZE
@@ -152,8 +157,8 @@ def _load_shapes(split: str, image_size: int | None, max_images: int | None) -> 
         size = max_images
         if split == "train" and size > SHAPES_TEST_START:
             raise ValueError(f"shapes train split holds at most {SHAPES_TEST_START} images, asked for {size}")
-    ds = make_shapes(size, seed=0, image_size=image_size or 32, start_index=start)
-    ds.name = f"shapes[{split}]"
+    ds = make_shapes(size, seed=0, image_size=image_size or 32, start_index=start, palette=palette)
+    ds.name = f"{'shapes' if palette == 'colour' else 'shapes-' + palette}[{split}]"
     return ds
 
 
@@ -249,8 +254,8 @@ def load_dataset(spec: str, split: str = "train", root: str | Path | None = "dat
         raise ValueError(f"unknown data set spec {spec!r}; valid specs: {', '.join(VALID_SPECS)}\n{DATASET_SPECS}")
     if split not in _SPLITS[kind]:
         raise ValueError(f"invalid split {split!r} for {kind}; valid splits: {', '.join(_SPLITS[kind])}")
-    if kind == "shapes":
-        return _load_shapes(split, image_size, max_images)
+    if kind in ("shapes", "shapes-mono"):
+        return _load_shapes(split, image_size, max_images, "mono" if kind == "shapes-mono" else "colour")
     if kind == "imagefolder":
         path = spec[len("imagefolder:"):]
         if not path:

@@ -13,6 +13,11 @@ from torch import Tensor
 
 SHAPE_CLASSES = ["disk", "ring", "square", "frame", "triangle", "plus", "star", "half-disk", "bar", "ell"]
 
+# "colour": every image draws its own background, shape and clutter colours (independent of the class).
+# "mono": the same images (same class, pose, clutter, lighting ramp and noise) in one palette: a dark
+# shape on a light background with mid-grey clutter, only the grey levels jittered a little.
+PALETTES = ("colour", "mono")
+
 # splitmix64 constants, as signed int64 (torch has no uint64 arithmetic; int64 multiply wraps the same way)
 _GOLDEN = 0x9E3779B97F4A7C15 - (1 << 64)
 _MIX1 = 0xBF58476D1CE4E5B9 - (1 << 64)
@@ -109,10 +114,14 @@ def _noise_bank(seed: int, image_size: int) -> Tensor:
     return torch.randn(_NOISE_BANK_SIZE, 3, image_size, image_size, generator=generator) * std
 
 
-def render_shapes(index: Tensor, seed: int, image_size: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def render_shapes(index: Tensor, seed: int, image_size: int, palette: str = "colour"
+                  ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Render images `index` ([n] int64) of the shapes set, in an order grouped by class (so each
     class's shape test runs on one contiguous slice). Returns (order [n], images [n, 3, S, S] uint8,
-    labels [n] int64, masks [n, S, S] bool), where row j is the image index[order[j]]."""
+    labels [n] int64, masks [n, S, S] bool), where row j is the image index[order[j]].
+    palette: one of PALETTES; it changes the colours only, never which pixels belong to what."""
+    if palette not in PALETTES:
+        raise ValueError(f"palette must be one of {PALETTES}, got {palette!r}")
     S = image_size
     p = _uniforms(seed, index, _NUM_PARAMS)                           # [n, P] float64
     labels = (p[:, _P_LABEL] * len(SHAPE_CLASSES)).long().clamp_(max=len(SHAPE_CLASSES) - 1)
@@ -186,17 +195,25 @@ def render_shapes(index: Tensor, seed: int, image_size: int) -> tuple[Tensor, Te
     # Colours: every channel of the shape differs from the background base colour by 0.3..0.7, so the
     # shape is always visible, but which colour is independent of the class; distractors differ from the
     # shape colour by >= 0.25 per channel so they never merge into its silhouette.
-    bg = p[:, _P_BG:_P_BG + 3]                                                       # [n, 3]
-    fg = (bg + 0.3 + 0.4 * p[:, _P_FG:_P_FG + 3]) % 1.0
-    d_col = (fg.unsqueeze(1) + 0.25 + 0.5 * d[..., 5:8]) % 1.0                        # [n, K, 3]
+    # In "mono" the same slots give grey levels: background 0.75..0.85, shape 0.15..0.25, clutter 0.45..0.55.
+    if palette == "colour":
+        bg = p[:, _P_BG:_P_BG + 3]                                                   # [n, 3]
+        fg = (bg + 0.3 + 0.4 * p[:, _P_FG:_P_FG + 3]) % 1.0
+        d_col = (fg.unsqueeze(1) + 0.25 + 0.5 * d[..., 5:8]) % 1.0                    # [n, K, 3]
+    else:
+        bg = (0.75 + 0.1 * p[:, _P_BG:_P_BG + 1]).expand(-1, 3)
+        fg = (0.15 + 0.1 * p[:, _P_FG:_P_FG + 1]).expand(-1, 3)
+        d_col = (0.45 + 0.1 * d[..., 5:6]).expand(-1, -1, 3)
     # palette in 0..255 units plus 0.5, so that the final clamp + truncation to uint8 rounds
-    palette = torch.cat([bg.unsqueeze(1), d_col, fg.unsqueeze(1)], dim=1).float() * 255.0 + 0.5   # [n, K + 2, 3]
+    colours = torch.cat([bg.unsqueeze(1), d_col, fg.unsqueeze(1)], dim=1).float() * 255.0 + 0.5   # [n, K + 2, 3]
     flat = layer.view(n, 1, S * S).long().expand(n, 3, S * S)
-    images = palette.transpose(1, 2).gather(2, flat).view(n, 3, S, S)               # [n, 3, S, S]
+    images = colours.transpose(1, 2).gather(2, flat).view(n, 3, S, S)               # [n, 3, S, S]
 
     # uneven lighting: a linear colour ramp over the whole image (up to +-0.14 at the corners)
     g_angle = 2 * math.pi * p[:, _P_GRAD_ANGLE]
     delta = (0.4 * p[:, _P_BG_DELTA:_P_BG_DELTA + 3] - 0.2) * 255.0                    # [n, 3]
+    if palette == "mono":                                                            # a grey ramp
+        delta = delta[:, :1].expand(-1, 3)
     gx = (torch.cos(g_angle).unsqueeze(1) * delta / S).float().view(n, 3, 1, 1)
     gy = (torch.sin(g_angle).unsqueeze(1) * delta / S).float().view(n, 3, 1, 1)
     images += (xs - S / 2) * gx                    # in-place broadcast adds: no [n, 3, S, S] temporaries

@@ -118,10 +118,34 @@ def test_load_dataset_shapes_splits_are_disjoint_and_sized():
     assert load_dataset("shapes", "test", image_size=16, max_images=3).image_size == 16
 
 
+def test_mono_palette_is_the_same_images_in_grey():
+    colour, mono = make_shapes(300, seed=3), make_shapes(300, seed=3, palette="mono")
+    # the palette changes colours only: same classes, same object pixels, same boxes
+    assert torch.equal(colour.labels, mono.labels) and torch.equal(colour.masks, mono.masks)
+    assert torch.equal(colour.boxes, mono.boxes)
+    x = mono.images.float()
+    # grey: the channels differ only by the per-channel pixel noise (std <= 10 grey levels)
+    assert (x - x.mean(1, keepdim=True)).abs().mean() < 4
+    assert (colour.images.float() - colour.images.float().mean(1, keepdim=True)).abs().mean() > 20
+    # a dark shape on a light background, in every image
+    m = mono.masks.unsqueeze(1).float()
+    inside = (x * m).sum((1, 2, 3)) / m.sum((1, 2, 3))
+    outside = (x * (1 - m)).sum((1, 2, 3)) / (1 - m).sum((1, 2, 3))
+    assert (outside - inside).min() > 80
+    assert torch.equal(load_dataset("shapes-mono", "test", max_images=20).images,
+                       make_shapes(20, start_index=1_000_000, palette="mono").images)
+    assert load_dataset("shapes-mono", "train", max_images=5).name == "shapes-mono[train]"
+
+
+def test_unknown_palette_names_the_valid_ones():
+    with pytest.raises(ValueError, match=r"palette must be one of \('colour', 'mono'\), got 'gray'"):
+        make_shapes(4, palette="gray")
+
+
 # ---------------------------------------------------------------------------------------------- specs
 
 def test_unknown_spec_and_split_errors():
-    with pytest.raises(ValueError, match="valid specs.*shapes.*cifar10.*stl10.*imagefolder"):
+    with pytest.raises(ValueError, match="valid specs.*shapes.*shapes-mono.*cifar10.*stl10.*imagefolder"):
         load_dataset("mnist")
     with pytest.raises(ValueError, match="valid splits: train, test"):
         load_dataset("shapes", "validation")
