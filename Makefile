@@ -10,7 +10,7 @@ CHECKPOINT_STEPS ?= 10400
 
 CHECKPOINT08_STEPS ?= 5000
 
-.PHONY: setup course checkpoint checkpoints08 test bench clean site student
+.PHONY: setup course checkpoint checkpoint-mono checkpoints08 test bench clean site student
 
 setup: $(VENV)/.installed
 
@@ -40,6 +40,12 @@ checkpoint: setup
 	OMP_NUM_THREADS=1 $(BIN)/jepa-lite train --data shapes --steps $(CHECKPOINT_STEPS) --workers 1 \
 		--log-every 100 --out $(RUN) --no-resume --quiet
 	$(BIN)/python -c "import shutil; shutil.copy('$(RUN)/checkpoint.pt', 'data/shapes_tiny.pt')"
+
+# the same recipe on the same images in one grey palette (notebook 06, section 6): data/shapes_mono_tiny.pt
+checkpoint-mono: setup
+	OMP_NUM_THREADS=1 $(BIN)/jepa-lite train --data shapes-mono --steps $(CHECKPOINT_STEPS) --workers 1 \
+		--log-every 100 --out $(RUN)-mono --no-resume --quiet
+	$(BIN)/python -c "import shutil; shutil.copy('$(RUN)-mono/checkpoint.pt', 'data/shapes_mono_tiny.pt')"
 
 # notebook 08's three checkpoints (JEPA / pixels / both, equal steps): data/notebook08/*.pt
 checkpoints08: setup

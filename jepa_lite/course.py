@@ -79,11 +79,11 @@ EXPECTED_MINUTES: dict[str, dict[str, float]] = {
     # 2 CPU cores (AMD EPYC, AVX2), `jepa-lite course --profile cpu`
     "cpu": {"00_setup_and_data.ipynb": 0.3, "01_patches_and_masks.ipynb": 0.2, "02_encoders.ipynb": 0.1,
             "03_predictor.ipynb": 0.2, "04_loss_and_collapse.ipynb": 4.4, "05_training.ipynb": 4.1,
-            "06_what_it_learned.ipynb": 1.3, "07_dense_tasks.ipynb": 0.5,
+            "06_what_it_learned.ipynb": 1.6, "07_dense_tasks.ipynb": 0.5,
             "08_prediction_vs_reconstruction.ipynb": 3.5, "09_learned_jointly_sigreg.ipynb": 4.8},
     # one H200 with 16 CPU cores, `benchmarks/gpu_course.sh`: 00, 02 and 03 while other training shared
-    # the GPU (upper bounds); 04 took longer than 2.5 min and 08 is not measured yet. In 04, 06 and 08
-    # the probes (scikit-learn, on the CPU) take most of the time.
+    # the GPU (upper bounds); 04 took longer than 2.5 min and 08 is not measured yet; 06 before its
+    # section 6 was added. In 04, 06 and 08 the probes (scikit-learn, on the CPU) take most of the time.
     "gpu": {"00_setup_and_data.ipynb": 1.4, "01_patches_and_masks.ipynb": 0.3, "02_encoders.ipynb": 0.3,
             "03_predictor.ipynb": 0.3, "05_training.ipynb": 4.3, "06_what_it_learned.ipynb": 4.3,
             "07_dense_tasks.ipynb": 0.6},
@@ -132,7 +132,7 @@ DRIVE_ENV = "JEPA_LITE_DRIVE"
 COLAB_DRIVE = Path("/content/drive/MyDrive")
 
 # Checkpoints shipped in data/ (see data/README.md), by the data set they were trained on.
-SHIPPED_CHECKPOINTS: dict[str, str] = {"shapes": "data/shapes_tiny.pt"}
+SHIPPED_CHECKPOINTS: dict[str, str] = {"shapes": "data/shapes_tiny.pt", "shapes-mono": "data/shapes_mono_tiny.pt"}
 SHIPPED_CHECKPOINT = SHIPPED_CHECKPOINTS["shapes"]
 
 

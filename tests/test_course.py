@@ -106,17 +106,19 @@ def test_run_course_rejects_an_unknown_notebook():
         course.run_course("unused", profile="test", only=["99"], log=lambda *a: None)
 
 
-def test_the_shipped_checkpoint_loads_into_the_current_code():
-    """data/shapes_tiny.pt (notebook 06's fallback, data/README.md) must load into today's models: a
-    change to the architecture or the checkpoint format that breaks it fails here, by name."""
+@pytest.mark.parametrize("spec", list(course.SHIPPED_CHECKPOINTS))
+def test_the_shipped_checkpoint_loads_into_the_current_code(spec):
+    """data/shapes_tiny.pt (notebook 06's fallback, data/README.md) and its one-palette twin must load
+    into today's models: a change to the architecture or the checkpoint format that breaks them fails
+    here, by name."""
     import torch
 
     from jepa_lite.data import make_shapes, normalize
     from jepa_lite.checkpoint import jepa_from_checkpoint, load_checkpoint
     from jepa_lite.config import TrainConfig
 
-    checkpoint = load_checkpoint(course.repo_root() / course.SHIPPED_CHECKPOINT)
-    assert checkpoint["data"]["spec"] == "shapes" and checkpoint["step"] == checkpoint["total_steps"]
+    checkpoint = load_checkpoint(course.repo_root() / course.SHIPPED_CHECKPOINTS[spec])
+    assert checkpoint["data"]["spec"] == spec and checkpoint["step"] == checkpoint["total_steps"]
     recipe = TrainConfig(steps=1).resolve()                # the shipped run is the default recipe
     for key in ("model", "target_norm", "loss", "ema_start", "lr", "batch_size"):
         assert checkpoint["train_config"][key] == getattr(recipe, key), key
