@@ -44,7 +44,8 @@ sys.path.insert(0, str(ROOT))    # run from a checkout without installing
 from jepa_lite.augment import COLOUR_VIEWS  # noqa: E402
 from jepa_lite.data import load_dataset  # noqa: E402
 from jepa_lite.data import normalize  # noqa: E402
-from jepa_lite.evaluate import extract_features, knn_probe, last_layer_outputs, linear_probe  # noqa: E402
+from jepa_lite.evaluate import (extract_features, knn_probe, last_layer_outputs, linear_probe,  # noqa: E402
+                                variance_shares)
 from jepa_lite.objective import embedding_std, rankme  # noqa: E402
 from jepa_lite.checkpoint import jepa_from_checkpoint, load_checkpoint  # noqa: E402
 
@@ -82,28 +83,6 @@ def neighbour_colour(train_x, test_x, train, test, k: int = 20) -> tuple[float, 
     near = (train_c[nearest] - test_c[:, None]).norm(dim=-1).mean()
     far = (train_c[random_pick] - test_c[:, None]).norm(dim=-1).mean()
     return same, (near / far).item()
-
-
-def variance_shares(train_x, test_x, train, test) -> tuple[float, float]:
-    """(share of the test features' variance between the class means, share that a quadratic function
-    of the shape's and the background's mean RGB predicts, fitted on the training images)."""
-    def colour_numbers(data):
-        on, x = data.masks.unsqueeze(1).float(), data.images.float() / 255
-        return torch.cat([(x * on).sum(dim=(2, 3)) / on.sum(dim=(2, 3)),
-                          (x * (1 - on)).sum(dim=(2, 3)) / (1 - on).sum(dim=(2, 3))], dim=1)
-
-    def quadratic(c):
-        c = c - 0.5
-        i, j = torch.triu_indices(c.shape[1], c.shape[1])
-        return torch.cat([torch.ones(len(c), 1), c, c[:, i] * c[:, j]], dim=1)
-
-    centred = test_x - test_x.mean(0)
-    total = centred.pow(2).sum(1).mean()
-    between = sum((test.labels == c).float().mean() * centred[test.labels == c].mean(0).pow(2).sum()
-                  for c in test.labels.unique())
-    fit = torch.linalg.lstsq(quadratic(colour_numbers(train)).double(), train_x.double()).solution.float()
-    residual = (test_x - quadratic(colour_numbers(test)) @ fit).pow(2).sum(1).mean()
-    return (between / total).item(), (1 - residual / total).item()
 
 
 @torch.no_grad()

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from .augment import COLOUR_VIEWS
+from .data import SHAPES_SPECS
 from .device import PRECISIONS
 from .objective import LOSSES, OBJECTIVES, SIGREG_ON, TARGET_MODES, TARGET_NORMS
 
@@ -78,7 +79,7 @@ FAST_DEVIATIONS = {
 
 def data_defaults(data: str) -> dict:
     """The per-data-set values of the fields the recipe leaves to the data set."""
-    return DATA_DEFAULTS["shapes" if data in ("shapes", "shapes-mono") else "other"]
+    return DATA_DEFAULTS["shapes" if data in SHAPES_SPECS else "other"]
 
 
 @dataclass(frozen=True)

@@ -44,8 +44,9 @@ Supported data set specs (load_dataset(spec, split, ...)):
                      of images without class subfolders is one class (fine for pretraining)."""
 
 VALID_SPECS = ("shapes", "shapes-mono", "cifar10", "stl10", "imagefolder:PATH")
-_SPLITS = {"shapes": ("train", "test"), "shapes-mono": ("train", "test"), "cifar10": ("train", "test"), "stl10": ("train", "test", "unlabeled"),
-           "imagefolder": ("train", "test")}
+SHAPES_SPECS = {"shapes": "colour", "shapes-mono": "mono"}        # the procedural specs and their palettes
+_SPLITS = {**{spec: ("train", "test") for spec in SHAPES_SPECS}, "cifar10": ("train", "test"),
+           "stl10": ("train", "test", "unlabeled"), "imagefolder": ("train", "test")}
 
 # Fixed normalisation constants, the same for every data set: a checkpoint then never depends on
 # data statistics, and (x/255 - 0.5) / 0.25 maps [0, 255] to [-2, 2] with roughly unit variance for
@@ -149,7 +150,7 @@ SHAPES_TRAIN_START, SHAPES_TRAIN_SIZE = 0, 50_000
 SHAPES_TEST_START, SHAPES_TEST_SIZE = 1_000_000, 10_000
 
 
-def _load_shapes(split: str, image_size: int | None, max_images: int | None, palette: str = "colour") -> ImageDataset:
+def _load_shapes(spec: str, split: str, image_size: int | None, max_images: int | None) -> ImageDataset:
     # max_images sets the length; train may grow up to 1M images and still never meets test
     start = SHAPES_TRAIN_START if split == "train" else SHAPES_TEST_START
     size = SHAPES_TRAIN_SIZE if split == "train" else SHAPES_TEST_SIZE
@@ -157,8 +158,8 @@ def _load_shapes(split: str, image_size: int | None, max_images: int | None, pal
         size = max_images
         if split == "train" and size > SHAPES_TEST_START:
             raise ValueError(f"shapes train split holds at most {SHAPES_TEST_START} images, asked for {size}")
-    ds = make_shapes(size, seed=0, image_size=image_size or 32, start_index=start, palette=palette)
-    ds.name = f"{'shapes' if palette == 'colour' else 'shapes-' + palette}[{split}]"
+    ds = make_shapes(size, seed=0, image_size=image_size or 32, start_index=start, palette=SHAPES_SPECS[spec])
+    ds.name = f"{spec}[{split}]"
     return ds
 
 
@@ -254,8 +255,8 @@ def load_dataset(spec: str, split: str = "train", root: str | Path | None = "dat
         raise ValueError(f"unknown data set spec {spec!r}; valid specs: {', '.join(VALID_SPECS)}\n{DATASET_SPECS}")
     if split not in _SPLITS[kind]:
         raise ValueError(f"invalid split {split!r} for {kind}; valid splits: {', '.join(_SPLITS[kind])}")
-    if kind in ("shapes", "shapes-mono"):
-        return _load_shapes(split, image_size, max_images, "mono" if kind == "shapes-mono" else "colour")
+    if kind in SHAPES_SPECS:
+        return _load_shapes(kind, split, image_size, max_images)
     if kind == "imagefolder":
         path = spec[len("imagefolder:"):]
         if not path:

@@ -86,3 +86,20 @@ def test_umap_embed_is_2d_and_deterministic():
     x, _ = blobs(60)
     a, b = umap_embed(x, n_neighbors=5), umap_embed(x, n_neighbors=5)
     assert a.shape == (60, 2) and np.allclose(a, b)
+
+
+def test_variance_shares_tell_class_from_colour():
+    from jepa_lite.data import make_shapes
+    from jepa_lite.evaluate import variance_shares
+
+    train, test = make_shapes(400, seed=1), make_shapes(300, seed=1, start_index=10_000)
+
+    def colours(data):            # features that are the object's mean colour, nothing else
+        on = data.masks.unsqueeze(1).float()
+        return (data.images.float() * on).sum(dim=(2, 3)) / on.sum(dim=(2, 3)) / 255
+
+    class_share, colour_share = variance_shares(colours(train), colours(test), train, test)
+    assert colour_share > 0.99 and class_share < 0.1
+    one_hot = lambda data: torch.nn.functional.one_hot(data.labels, 10).float()  # noqa: E731
+    class_share, colour_share = variance_shares(one_hot(train), one_hot(test), train, test)
+    assert class_share > 0.99 and colour_share < 0.2
