@@ -13,7 +13,9 @@ The convention, in the committed (teacher) notebooks:
 - The solution is hidden (`hide_solutions`, idempotent, run once on the committed notebooks):
   ``"jupyter": {"source_hidden": true}`` for JupyterLab / Jupyter Notebook 7; for Colab, which
   ignores that, ``"cellView": "form"`` with a first line ``#@title Solution (try it yourself
-  first)``, so Colab shows only the title and a "show code" toggle. GitHub's viewer shows every
+  first)``, so Colab shows only the title and a "show code" toggle; for the course website, the
+  tag ``hide-input`` (myst-nb's and Jupyter Book's), which folds the code under a "show" toggle
+  and leaves its outputs in view. GitHub's viewer shows every
   cell's source, so there the same first line marks the cell as the solution (``#@title`` is a
   plain comment to Python), and the check cell after it shows what is expected. nbval's markers
   (``# NBVAL_IGNORE_OUTPUT``) stay as comment lines in the cell: nbval matches them on any line
@@ -47,6 +49,7 @@ from .errors import JepaLiteError
 
 SOLUTION_TAG = "solution"
 CHECK_TAG = "check"
+HIDE_INPUT_TAG = "hide-input"        # myst-nb / Jupyter Book: the website folds the cell's code
 TITLE = "#@title "
 DEFAULT_TITLE = "Solution (try it yourself first)"
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"          # nbgrader's markers
@@ -140,7 +143,7 @@ def _hidden_source(source: str) -> str:
 
 def hide_solutions(nb) -> int:
     """Hide every solution cell of `nb` in place (JupyterLab: source_hidden; Colab: a `#@title` form
-    cell). Idempotent. Returns the number of cells changed."""
+    cell; the website: the `hide-input` tag). Idempotent. Returns the number of cells changed."""
     changed = 0
     for cell in nb.cells:
         if not is_solution(cell):
@@ -149,6 +152,8 @@ def hide_solutions(nb) -> int:
         cell.source = _hidden_source(cell.source)
         cell.metadata.setdefault("jupyter", {})["source_hidden"] = True
         cell.metadata["cellView"] = "form"
+        if HIDE_INPUT_TAG not in _tags(cell):
+            cell.metadata["tags"] = _tags(cell) + [HIDE_INPUT_TAG]
         if (cell.source, dict(cell.metadata)) != before:
             changed += 1
     return changed
@@ -228,6 +233,7 @@ def student_notebook(nb, name: str = "notebook"):
             cell.outputs, cell.execution_count = [], None
             cell.metadata.pop("cellView", None)
             cell.metadata.pop("execution", None)
+            cell.metadata["tags"] = [tag for tag in _tags(cell) if tag != HIDE_INPUT_TAG]
             jupyter = cell.metadata.get("jupyter", {})
             jupyter.pop("source_hidden", None)
             if not jupyter:

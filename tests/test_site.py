@@ -92,6 +92,21 @@ def test_every_notebook_has_a_page_in_the_course_order(site):
     assert 'url=site/index.html' in (site / "index.html").read_text()
 
 
+def test_solutions_are_folded_and_only_they(site):
+    """Each exercise's solution cell (tagged `hide-input` by jepa_lite.student.hide_solutions) shows its code
+    only under a toggle; every other code cell shows its code."""
+    folded = re.compile(r'<details class="[^"]*\bhide above-input\b[^"]*">.*?</details>', re.DOTALL)
+    for nb in NOTEBOOKS:
+        cells = json.loads(nb.read_text())["cells"]
+        solutions = sum("solution" in c["metadata"].get("tags", []) for c in cells)
+        html = (site / "notebooks" / f"{nb.stem}.html").read_text()
+        spans = [m.span() for m in folded.finditer(html)]
+        titles = [m.start() for m in re.finditer("#@title", html)]
+        assert len(spans) == solutions > 0, f"{nb.name}: {len(spans)} folded cells for {solutions} solutions"
+        assert len(titles) == solutions and all(any(a < t < b for a, b in spans) for t in titles), \
+            f"{nb.name}: a solution's code is shown unfolded"
+
+
 def test_every_internal_link_and_anchor_resolves(site):
     assert check_links.check_site(site) == []
 

@@ -63,6 +63,7 @@ def test_the_converter_replaces_every_solution_and_keeps_every_check(path):
             assert not leaked, f"{path.name} cell {i}: solution lines left in the student version: {leaked}"
             assert after.outputs == [] and after.execution_count is None
             assert "cellView" not in after.metadata and "source_hidden" not in after.metadata.get("jupyter", {})
+            assert "hide-input" not in after.metadata.get("tags", [])
             assert not after.source.startswith(TITLE)
         check = student.cells[exercise.check]
         assert check.source == teacher.cells[exercise.check].source and is_check(check)
@@ -82,6 +83,7 @@ def test_committed_solutions_are_hidden_and_keep_their_nbval_markers(path):
         if is_solution(cell):
             assert cell.source.startswith(TITLE) and cell.metadata["cellView"] == "form"
             assert cell.metadata["jupyter"]["source_hidden"] is True
+            assert "hide-input" in cell.metadata["tags"], f"{path.name} cell {i}: the website would show the solution"
 
 
 def _bound_names(source: str) -> set[str]:
@@ -182,6 +184,7 @@ def test_hiding_is_idempotent_and_keeps_nbval_markers_as_comment_lines():
     hidden = nb.cells[1]
     assert hidden.source == "#@title Solution (try it yourself first)\n# NBVAL_IGNORE_OUTPUT\nx = 1\nprint(x)"
     assert hidden.metadata["jupyter"] == {"source_hidden": True} and hidden.metadata["cellView"] == "form"
+    assert hidden.metadata["tags"] == ["solution", "hide-input"]
     assert hide_solutions(nb) == 0 and nb.cells[1].source == hidden.source
     pytest.importorskip("nbval")
     from nbval.plugin import find_comment_markers
