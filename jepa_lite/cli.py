@@ -16,7 +16,7 @@ import os
 import sys
 import types
 import typing
-from dataclasses import MISSING, fields, replace
+from dataclasses import MISSING, fields
 from pathlib import Path
 
 from .errors import JepaLiteError, TrainingStopped
@@ -56,8 +56,8 @@ _FIELD_HELP = {
     "start_lr": "learning rate at the start of the warm-up",
     "min_lr": "learning rate at the end of the cosine schedule",
     "lr_schedule": "after the warm-up: stay at lr, or decay on a cosine to min_lr",
-    "warmup_steps": "warm-up steps (at most a tenth of the run) when --warmup-fraction is 0",
-    "warmup_fraction": "warm-up as a fraction of the run (0 = use --warmup-steps)",
+    "warmup_steps": "warm-up steps (at most a tenth of the run); given alone, it replaces the recipe's --warmup-fraction",
+    "warmup_fraction": "warm-up as a fraction of the run; given alone, it replaces the recipe's --warmup-steps",
     "weight_decay": "AdamW weight decay at the start (matrices only)",
     "final_weight_decay": "weight decay at the end (cosine from --weight-decay)",
     "betas": "AdamW betas",
@@ -139,7 +139,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override a MaskConfig field, e.g. --mask num_targets=2 --mask strategy=random")
     parser.add_argument("--config", default=None, metavar="RUN/config.json",
                         help="start from an earlier run's settings (its config.json or its folder); "
-                             "flags given here override them")
+                             "flags given here override them, and a new --recipe, --data, --model or length "
+                             "brings its own values for what the run took from the old one")
 
 
 def _parse_mask_overrides(items: list[str]) -> dict:
@@ -181,12 +182,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     base = TrainConfig.from_file(args.config) if args.config else TrainConfig()
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
              if f.name not in _HIDDEN and getattr(args, f.name) is not None}
-    lengths = ("steps", "epochs", "budget_minutes")
-    if any(name in given for name in lengths):        # a length given here replaces the file's
-        base = replace(base, **{name: None for name in lengths})
     if args.mask:
         given["mask"] = {**base.mask, **_parse_mask_overrides(args.mask)}
-    config = replace(base, **given)
+    config = base.changed(**given)          # a new recipe, data set, size or length brings its own values
     try:
         result = train(config, args.out, resume=not args.no_resume, progress=not args.quiet)
     finally:

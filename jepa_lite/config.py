@@ -107,8 +107,8 @@ class TrainConfig:
     start_lr: float | None = None          # the warm-up starts here
     min_lr: float | None = None            # the end of the cosine schedule
     lr_schedule: str | None = None         # after the warm-up: "constant" | "cosine" (decay to min_lr)
-    warmup_steps: int | None = None        # used when warmup_fraction is 0; at most a tenth of the run
-    warmup_fraction: float | None = None   # > 0: the warm-up is this fraction of the run
+    warmup_steps: int | None = None        # at most a tenth of the run; one of these two is 0 (the
+    warmup_fraction: float | None = None   # one given alone wins over the recipe's other)
     weight_decay: float | None = None
     final_weight_decay: float | None = None    # weight decay moves on a cosine from weight_decay to this
     betas: tuple[float, float] | None = None   # AdamW
@@ -178,6 +178,9 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 0{' (0 = auto)' if name == 'workers' else ''}, got {value}")
         if self.warmup_fraction is not None and not 0 <= self.warmup_fraction < 1:
             raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+        if self.warmup_fraction and self.warmup_steps:
+            raise ValueError(f"give only one warm-up: warmup_steps ({self.warmup_steps}) or warmup_fraction "
+                             f"({self.warmup_fraction}); set the other to 0")
         for name in ("ema_start", "ema_end"):
             value = getattr(self, name)
             if value is not None and not 0 <= value <= 1:
@@ -207,6 +210,10 @@ class TrainConfig:
 
         recipe = RECIPES[self.recipe]
         values = {name: value for name, value in recipe.items() if getattr(self, name) is None}
+        if self.warmup_steps and self.warmup_fraction is None:     # warm-up steps asked for: not the recipe's fraction
+            values["warmup_fraction"] = 0.0
+        if self.warmup_fraction and self.warmup_steps is None:     # and the other way round
+            values["warmup_steps"] = 0
         for name, value in data_defaults(self.data).items():
             if getattr(self, name) is None and values.get(name) is None:
                 values[name] = value
@@ -225,6 +232,30 @@ class TrainConfig:
             if value is not None and not isinstance(value, tuple):
                 values[name] = tuple(value)
         return replace(self, **values) if values else self     # resolved already: the same value
+
+    def changed(self, **given) -> "TrainConfig":
+        """This config with `given` on top, for rerunning a run with changes (`jepa-lite train --config
+        RUN --data ...`). A value a saved run took from its recipe, data set, model size or length is
+        dropped when `given` changes that source, so the new one's value applies: a new recipe
+        brings its own settings, a new data set its batch size and crops, a new model size its patch
+        size, a new length replaces the old one, and warm-up steps replace a warm-up fraction.
+        Everything else, and everything in `given`, is kept."""
+        dropped = []
+        if "recipe" in given and given["recipe"] != self.recipe:
+            dropped += list(RECIPES[self.recipe])
+        if "data" in given and given["data"] != self.data:
+            dropped += list(data_defaults(self.data))
+        if "model" in given and given["model"] != self.model:
+            dropped.append("patch_size")
+        lengths = ("steps", "epochs", "budget_minutes")
+        if any(given.get(name) is not None for name in lengths):
+            dropped += lengths
+        if given.get("warmup_steps"):
+            dropped.append("warmup_fraction")
+        if given.get("warmup_fraction"):
+            dropped.append("warmup_steps")
+        values = {name: None for name in dropped if name not in given}
+        return replace(self, **values, **given)
 
     @property
     def resolved(self) -> bool:

@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 
 from jepa_lite.cli import main
 
@@ -28,6 +29,22 @@ def test_mask_overrides_reach_the_config(tmp_path):
                  "--mask", "strategy=random", *FAST]) == 0
     mask = json.loads((out / "config.json").read_text())["mask"]
     assert mask["num_targets"] == 2 and mask["strategy"] == "random"
+
+
+def test_config_reruns_a_run_and_a_new_recipe_brings_its_settings(tmp_path):
+    first, again, paper = tmp_path / "first", tmp_path / "again", tmp_path / "paper"
+    assert main(["train", "--steps", "3", "--out", str(first), "--seed", "3", *FAST]) == 0
+    assert main(["train", "--config", str(first), "--out", str(again), "--quiet"]) == 0
+    saved = [json.loads((run / "config.json").read_text())["train"] for run in (first, again)]
+    assert saved[0] == saved[1] and saved[0]["seed"] == 3
+    states = [torch.load(run / "checkpoint.pt", weights_only=True) for run in (first, again)]
+    for part in ("context_encoder", "target_encoder", "predictor"):                       # the same run
+        assert all(torch.equal(states[0][part][name], states[1][part][name]) for name in states[0][part])
+    assert main(["train", "--config", str(first / "config.json"), "--recipe", "paper", "--steps", "2",
+                 "--out", str(paper), "--quiet"]) == 0
+    changed = json.loads((paper / "config.json").read_text())["train"]
+    assert (changed["recipe"], changed["target_norm"], changed["ema_start"], changed["steps"]) == ("paper", "layer", 0.996, 2)
+    assert changed["model"] == "micro" and changed["batch_size"] == 16 and changed["seed"] == 3   # the run's own
 
 
 @pytest.mark.parametrize("args, message", [

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import math
 
@@ -8,7 +9,7 @@ from jepa_lite.data import batch_indices, make_shapes
 from jepa_lite.build import param_groups
 from jepa_lite.checkpoint import CHECKPOINT_NAME, jepa_from_checkpoint, load_checkpoint, save_atomic
 from jepa_lite.config import TrainConfig
-from jepa_lite.schedules import lr_at, weight_decay_at
+from jepa_lite.schedules import lr_at, warmup_length, weight_decay_at
 from jepa_lite.train import Trainer, train
 
 TINY = dict(model="micro", batch_size=16, log_every=1, device="cpu", image_size=16, patch_size=2,
@@ -437,3 +438,30 @@ def test_metrics_are_appended_as_they_are_logged_and_match_after_resume(tmp_path
     lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == [1, 2, 3, 4, 5, 6]
     assert lines == json.loads((tmp_path / "run" / "metrics.json").read_text()) == result.history
+
+
+def test_one_warm_up_the_given_one_wins_over_the_recipes():
+    paper = TrainConfig(recipe="paper", steps=3000).resolve()
+    assert warmup_length(3000, paper) == 400                                    # 40 of 300 "epochs"
+    asked = TrainConfig(recipe="paper", steps=3000, warmup_steps=50).resolve()
+    assert (asked.warmup_steps, asked.warmup_fraction, warmup_length(3000, asked)) == (50, 0.0, 50)
+    fraction = TrainConfig(steps=3000, warmup_fraction=0.2).resolve()           # fast recipe: 100 steps otherwise
+    assert (fraction.warmup_steps, warmup_length(3000, fraction)) == (0, 600)
+    with pytest.raises(ValueError, match=r"give only one warm-up: warmup_steps \(50\) or warmup_fraction \(0.2\)"):
+        TrainConfig(warmup_steps=50, warmup_fraction=0.2)
+
+
+def test_changed_lets_a_new_recipe_data_set_size_or_length_bring_its_own_values():
+    """What `jepa-lite train --config RUN ...` does: a saved (resolved) run with changes on top."""
+    saved = TrainConfig(steps=100, data="shapes").resolve()                        # fast, shapes, tiny
+    assert saved.changed(lr=5e-4).resolve() == dataclasses.replace(saved, lr=5e-4)   # a plain change: only it
+    paper = saved.changed(recipe="paper").resolve()
+    assert paper == TrainConfig(steps=100, data="shapes", recipe="paper").resolve()
+    cifar = saved.changed(data="cifar10").resolve()
+    assert (cifar.batch_size, cifar.crop_scale) == (256, (0.3, 1.0)) and cifar.lr == saved.lr
+    assert saved.changed(data="cifar10", batch_size=64).resolve().batch_size == 64   # given beats the default
+    assert saved.changed(model="vit_b_224").resolve().patch_size == 16
+    timed = saved.changed(budget_minutes=2.0).resolve()
+    assert (timed.steps, timed.budget_minutes) == (None, 2.0)
+    paper_run = TrainConfig(recipe="paper", steps=100).resolve()
+    assert warmup_length(100, paper_run.changed(warmup_steps=5).resolve()) == 5
