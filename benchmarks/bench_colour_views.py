@@ -45,7 +45,7 @@ from jepa_lite.augment import COLOUR_VIEWS  # noqa: E402
 from jepa_lite.data import load_dataset  # noqa: E402
 from jepa_lite.data import normalize  # noqa: E402
 from jepa_lite.evaluate import (extract_features, knn_probe, last_layer_outputs, linear_probe,  # noqa: E402
-                                variance_shares)
+                                object_and_background_colours, variance_shares)
 from jepa_lite.objective import embedding_std, rankme  # noqa: E402
 from jepa_lite.checkpoint import jepa_from_checkpoint, load_checkpoint  # noqa: E402
 
@@ -73,10 +73,7 @@ def train_runs(variants: list[str], steps: int, out: Path) -> dict[str, Path]:
 def neighbour_colour(train_x, test_x, train, test, k: int = 20) -> tuple[float, float]:
     """(share of the k nearest training images with the query's class, their mean shape-colour
     distance to the query / that of k random training images)."""
-    def shape_colour(data):
-        on = data.masks.unsqueeze(1)
-        return (data.images * on).sum(dim=(2, 3)) / on.sum(dim=(2, 3)).clamp(min=1) / 255
-    train_c, test_c = shape_colour(train), shape_colour(test)
+    train_c, test_c = (object_and_background_colours(data)[:, :3] for data in (train, test))   # the shape's RGB
     nearest = (F.normalize(test_x, dim=1) @ F.normalize(train_x, dim=1).T).topk(k, dim=1).indices
     same = (train.labels[nearest] == test.labels[:, None]).float().mean().item()
     random_pick = torch.randint(0, len(train_x), nearest.shape, generator=torch.Generator().manual_seed(0))

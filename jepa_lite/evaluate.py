@@ -148,17 +148,22 @@ def umap_embed(features: torch.Tensor, n_neighbors: int = 15, min_dist: float = 
     return reducer.fit_transform(x)
 
 
+def object_and_background_colours(data: ImageDataset) -> torch.Tensor:
+    """[N, 6] in [0, 1]: each image's mean RGB on its object's mask, then on the rest of the image
+    (data with object masks: shapes, shapes-mono)."""
+    if data.masks is None:
+        raise ValueError("object_and_background_colours needs data with object masks (shapes, shapes-mono)")
+    on, x = data.masks.unsqueeze(1).float(), data.images.float() / 255
+    return torch.cat([(x * on).sum(dim=(2, 3)) / on.sum(dim=(2, 3)).clamp(min=1),
+                      (x * (1 - on)).sum(dim=(2, 3)) / (1 - on).sum(dim=(2, 3)).clamp(min=1)], dim=1)
+
+
 def variance_shares(train_x: torch.Tensor, test_x: torch.Tensor, train: ImageDataset, test: ImageDataset
                     ) -> tuple[float, float]:
     """Where frozen features' variance goes, on data with object masks (shapes): (the share of the
     test features' total variance that lies between the class means, the share that a quadratic
     function of six numbers, the mean RGB of the shape and of the rest of the image, predicts on the
     test images when fitted by least squares on the training images). Notebook 06, section 6."""
-    def colour_numbers(data: ImageDataset) -> torch.Tensor:                    # [N, 6] in [0, 1]
-        on, x = data.masks.unsqueeze(1).float(), data.images.float() / 255
-        return torch.cat([(x * on).sum(dim=(2, 3)) / on.sum(dim=(2, 3)),
-                          (x * (1 - on)).sum(dim=(2, 3)) / (1 - on).sum(dim=(2, 3))], dim=1)
-
     def quadratic(c: torch.Tensor) -> torch.Tensor:       # a constant, each number, every product of two
         c = c - 0.5
         i, j = torch.triu_indices(c.shape[1], c.shape[1])
@@ -170,8 +175,8 @@ def variance_shares(train_x: torch.Tensor, test_x: torch.Tensor, train: ImageDat
     total = centred.pow(2).sum(1).mean()
     between = sum((test.labels == c).float().mean() * centred[test.labels == c].mean(0).pow(2).sum()
                   for c in test.labels.unique())
-    fit = torch.linalg.lstsq(quadratic(colour_numbers(train)).double(), train_x.double()).solution.float()
-    residual = (test_x - quadratic(colour_numbers(test)) @ fit).pow(2).sum(1).mean()
+    fit = torch.linalg.lstsq(quadratic(object_and_background_colours(train)).double(), train_x.double()).solution.float()
+    residual = (test_x - quadratic(object_and_background_colours(test)) @ fit).pow(2).sum(1).mean()
     return (between / total).item(), (1 - residual / total).item()
 
 

@@ -88,6 +88,22 @@ def test_umap_embed_is_2d_and_deterministic():
     assert a.shape == (60, 2) and np.allclose(a, b)
 
 
+def test_object_and_background_colours_average_each_part_of_the_image():
+    from jepa_lite.data import ImageDataset
+    from jepa_lite.evaluate import object_and_background_colours
+
+    masks = torch.zeros(2, 4, 4, dtype=torch.bool)
+    masks[:, 1:3, 1:3] = True                                         # a 2 x 2 object in the middle
+    images = torch.zeros(2, 3, 4, 4, dtype=torch.uint8)
+    images[:, 0] = torch.where(masks, 255, 0)                          # a red object on a black ground ...
+    images[1, 2] = torch.where(masks, 0, 51)                           # ... the second on blue at 51/255
+    data = ImageDataset(images, torch.zeros(2, dtype=torch.long), ["c"], masks=masks)
+    expected = torch.tensor([[1, 0, 0, 0, 0, 0], [1, 0, 0, 0, 0, 0.2]])
+    assert torch.allclose(object_and_background_colours(data), expected)
+    with pytest.raises(ValueError, match="needs data with object masks"):
+        object_and_background_colours(ImageDataset(images, torch.zeros(2, dtype=torch.long), ["c"]))
+
+
 def test_variance_shares_tell_class_from_colour():
     from jepa_lite.data import make_shapes
     from jepa_lite.evaluate import variance_shares
