@@ -96,7 +96,7 @@ def test_object_and_background_colours_average_each_part_of_the_image():
     masks[:, 1:3, 1:3] = True                                         # a 2 x 2 object in the middle
     images = torch.zeros(2, 3, 4, 4, dtype=torch.uint8)
     images[:, 0] = torch.where(masks, 255, 0)                          # a red object on a black ground ...
-    images[1, 2] = torch.where(masks, 0, 51)                           # ... the second on blue at 51/255
+    images[1, 2] = torch.where(masks[1], 0, 51)                        # ... the second on blue at 51/255
     data = ImageDataset(images, torch.zeros(2, dtype=torch.long), ["c"], masks=masks)
     expected = torch.tensor([[1, 0, 0, 0, 0, 0], [1, 0, 0, 0, 0, 0.2]])
     assert torch.allclose(object_and_background_colours(data), expected)
