@@ -77,13 +77,13 @@ PROFILES: dict[str, Profile] = {
 # take longer in every notebook but 05, whose training length is a time budget.
 EXPECTED_MINUTES: dict[str, dict[str, float]] = {
     # 2 CPU cores (AMD EPYC, AVX2), `jepa-lite course --profile cpu`
-    "cpu": {"00_setup_and_data.ipynb": 0.3, "01_patches_and_masks.ipynb": 0.2, "02_encoders.ipynb": 0.1,
-            "03_predictor.ipynb": 0.2, "04_loss_and_collapse.ipynb": 4.4, "05_training.ipynb": 4.1,
-            "06_what_it_learned.ipynb": 1.6, "07_dense_tasks.ipynb": 0.5,
-            "08_prediction_vs_reconstruction.ipynb": 3.5, "09_learned_jointly_sigreg.ipynb": 4.8},
+    "cpu": {"00_setup_and_data.ipynb": 0.3, "01_patches_and_masks.ipynb": 0.2, "02_encoders.ipynb": 0.2,
+            "03_predictor.ipynb": 0.2, "04_loss_and_collapse.ipynb": 4.4, "05_training.ipynb": 4.2,
+            "06_what_it_learned.ipynb": 1.7, "07_dense_tasks.ipynb": 0.7,
+            "08_prediction_vs_reconstruction.ipynb": 3.9, "09_learned_jointly_sigreg.ipynb": 4.9},
     # one H200 with 16 CPU cores, `benchmarks/gpu_course.sh`: 00, 02 and 03 while other training shared
     # the GPU (upper bounds); 04 took longer than 2.5 min and 08 is not measured yet; 06 before its
-    # section 6 was added. In 04, 06 and 08 the probes (scikit-learn, on the CPU) take most of the time.
+    # section 6 was added, 07 before its section 8. In 04, 06 and 08 the probes (scikit-learn, on the CPU) take most of the time.
     "gpu": {"00_setup_and_data.ipynb": 1.4, "01_patches_and_masks.ipynb": 0.3, "02_encoders.ipynb": 0.3,
             "03_predictor.ipynb": 0.3, "05_training.ipynb": 4.3, "06_what_it_learned.ipynb": 4.3,
             "07_dense_tasks.ipynb": 0.6},
