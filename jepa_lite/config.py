@@ -19,7 +19,7 @@ Two recipes (`--recipe`):
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from .augment import COLOUR_VIEWS
@@ -260,9 +260,6 @@ class TrainConfig:
     @property
     def resolved(self) -> bool:
         return all(getattr(self, f.name) is not None for f in fields(self) if f.name in RECIPE_FIELDS)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":

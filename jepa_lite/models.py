@@ -355,7 +355,3 @@ class Predictor(nn.Module):
         same_block = (group[:, None] == group[None, :]) & (group[:, None] >= 0)
         return is_context | same_block
 
-
-def config_dict(config) -> dict:
-    """A dataclass config as a plain dict (for checkpoints and JSON)."""
-    return asdict(config)
