@@ -249,9 +249,14 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 def cmd_course(args: argparse.Namespace) -> int:
-    from .course import run_course
+    from .course import repo_root, run_course, store_outputs
 
-    run_course(args.out, profile=args.profile, only=args.only)
+    results = run_course(args.out, profile=args.profile, only=args.only)
+    if args.store:
+        for result in results:
+            source = repo_root() / "notebooks" / result["notebook"]
+            store_outputs(Path(args.out) / result["notebook"], source)
+            print(f"stored the outputs in {source}")
     return 0
 
 
@@ -298,6 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_course.add_argument("--profile", default=None, choices=["test", "cpu", "gpu"],
                           help="default: $JEPA_LITE_PROFILE, else gpu on CUDA/MPS and cpu otherwise")
     p_course.add_argument("--only", nargs="*", default=None, help="notebook name prefixes, e.g. 00 05")
+    p_course.add_argument("--store", action="store_true",
+                          help="then copy the outputs into the course's notebooks/ (how the committed outputs are made)")
     p_course.set_defaults(func=cmd_course)
 
     p_student = sub.add_parser("student", help="write the student notebooks: each exercise's solution replaced by "

@@ -35,7 +35,7 @@ PROFILE_ENV = "JEPA_LITE_PROFILE"
 class Profile:
     """The sizes of one profile. Fields are read by the notebooks; none changes what is taught."""
     name: str
-    data: str                      # pretraining data set of notebook 05 ("shapes" or "cifar10")
+    data: str                      # pretraining data set of notebook 05 ("shapes-mono" or "cifar10")
     model: str                     # named size in jepa_lite.model_sizes.MODEL_SIZES
     train_minutes: float | None    # notebook 05: a time budget ...
     train_steps: int | None        # ... or a number of steps (exactly one is set)
@@ -59,10 +59,10 @@ class Profile:
 
 
 PROFILES: dict[str, Profile] = {
-    "test": Profile("test", data="shapes", model="tiny", train_minutes=None, train_steps=30, batch_size=64,
+    "test": Profile("test", data="shapes-mono", model="tiny", train_minutes=None, train_steps=30, batch_size=64,
                     train_images=2_000, demo_steps=40, demo_batch_size=64, probe_train_images=1_000,
                     probe_test_images=500, umap_points=500, show_images=32),
-    "cpu": Profile("cpu", data="shapes", model="tiny", train_minutes=4.0, train_steps=None, batch_size=128,
+    "cpu": Profile("cpu", data="shapes-mono", model="tiny", train_minutes=5.0, train_steps=None, batch_size=128,
                    train_images=50_000, demo_steps=150, demo_batch_size=128, probe_train_images=5_000,
                    probe_test_images=2_000, umap_points=2_000, show_images=32),
     # Training is set in minutes, not steps: the same notebook runs on a T4 and on an H100, whose
@@ -133,7 +133,7 @@ COLAB_DRIVE = Path("/content/drive/MyDrive")
 
 # Checkpoints shipped in data/ (see data/README.md), by the data set they were trained on.
 SHIPPED_CHECKPOINTS: dict[str, str] = {"shapes": "data/shapes_tiny.pt", "shapes-mono": "data/shapes_mono_tiny.pt"}
-SHIPPED_CHECKPOINT = SHIPPED_CHECKPOINTS["shapes"]
+SHIPPED_CHECKPOINT = SHIPPED_CHECKPOINTS["shapes-mono"]      # the course's own data set (PROFILES)
 
 
 def drive_folder() -> Path | None:
@@ -187,7 +187,7 @@ def _shown(path: Path) -> str:
 
 def find_checkpoint(profile: Profile) -> CheckpointChoice:
     """The checkpoint notebooks 06-08 use: notebook 05's run (on Google Drive first, then in
-    runs/), else the shipped checkpoint trained on the profile's data, else the shipped `shapes`
+    runs/), else the shipped checkpoint trained on the profile's data, else the shipped `shapes-mono`
     one. The message says which, and what that means for the numbers."""
     candidates = []
     drive = drive_folder()
@@ -202,7 +202,7 @@ def find_checkpoint(profile: Profile) -> CheckpointChoice:
                                     f"Using notebook 05's run, found on {where} ({_shown(path)}): {steps} steps, "
                                     f"{minutes:.1f} min on {data}. The numbers below are your run's.")
     looked = ", ".join(_shown(path) for _, path in candidates)
-    shipped_data = profile.data if profile.data in SHIPPED_CHECKPOINTS else "shapes"
+    shipped_data = profile.data if profile.data in SHIPPED_CHECKPOINTS else "shapes-mono"
     shipped = repo_root() / SHIPPED_CHECKPOINTS[shipped_data]
     if not shipped.exists():
         raise FileNotFoundError(f"no checkpoint to evaluate: neither notebook 05's run ({looked}) nor the shipped "
@@ -339,3 +339,26 @@ def run_course(out_dir: str | Path = "build/notebooks", profile: str | None = No
     if table.exists():
         log("\n" + table.read_text())
     return results
+
+
+def store_outputs(executed: str | Path, source: str | Path) -> None:
+    """Copy an executed notebook's outputs into its source (the committed course notebook): every code
+    cell's outputs, execution count and timing, and the widget state; the sources stay as they are,
+    and check cells keep no execution count (as the student versions store them). The two must hold
+    the same cells: ValueError otherwise."""
+    import json
+
+    done, kept = json.loads(Path(executed).read_text()), json.loads(Path(source).read_text())
+    if [c["source"] for c in done["cells"]] != [c["source"] for c in kept["cells"]]:
+        raise ValueError(f"{executed} does not hold the cells of {source}: execute the notebook again")
+    for ran, cell in zip(done["cells"], kept["cells"]):
+        if cell["cell_type"] != "code":
+            continue
+        cell["outputs"] = ran["outputs"]
+        check = "check" in cell["metadata"].get("tags", [])
+        cell["execution_count"] = None if check else ran["execution_count"]
+        if "execution" in ran["metadata"] and not check:
+            cell["metadata"]["execution"] = ran["metadata"]["execution"]
+    if "widgets" in done["metadata"]:
+        kept["metadata"]["widgets"] = done["metadata"]["widgets"]
+    Path(source).write_text(json.dumps(kept, indent=1, ensure_ascii=False) + "\n")

@@ -25,10 +25,10 @@ def test_profiles_grow_from_test_to_gpu():
         assert getattr(test, field) < getattr(cpu, field) <= getattr(gpu, field), field
     for p in PROFILES.values():                           # exactly one training length is set
         assert (p.train_minutes is None) != (p.train_steps is None), p.name
-    assert cpu.data == test.data == "shapes"                # CPU profiles never download
+    assert cpu.data == test.data == "shapes-mono"           # CPU profiles never download
 
 
-def _tiny_checkpoint(path, data="shapes", steps=7):
+def _tiny_checkpoint(path, data="shapes-mono", steps=7):
     """A real (tiny) checkpoint file: find_checkpoint reads its data set and length."""
     from jepa_lite.data import make_shapes
     from jepa_lite.config import TrainConfig
@@ -51,7 +51,7 @@ def test_find_checkpoint_order_drive_then_run_then_shipped(tmp_path, monkeypatch
     (tmp_path / "repo" / course.SHIPPED_CHECKPOINT).write_bytes(shipped.read_bytes())
     choice = course.find_checkpoint(profile)
     assert choice.source == "shipped" and choice.path == tmp_path / "repo" / course.SHIPPED_CHECKPOINT
-    assert "no run of notebook 05" in choice.message and "shapes_tiny.pt" in choice.message
+    assert "no run of notebook 05" in choice.message and "shapes_mono_tiny.pt" in choice.message
     assert str(tmp_path) not in choice.message.replace(str(tmp_path / "drive"), "")   # only the Drive path is absolute
 
     local = _tiny_checkpoint(course.notebook05_run_dir(profile) / "checkpoint.pt", steps=5)
@@ -75,8 +75,8 @@ def test_find_checkpoint_says_loudly_when_the_data_set_differs(tmp_path, monkeyp
     (tmp_path / "data").mkdir()
     (tmp_path / course.SHIPPED_CHECKPOINT).write_bytes(made.read_bytes())
     choice = course.find_checkpoint(PROFILES["gpu"])
-    assert choice.source == "shipped" and choice.data == "shapes"
-    assert "measured on shapes, not cifar10" in choice.message
+    assert choice.source == "shipped" and choice.data == "shapes-mono"
+    assert "measured on shapes-mono, not cifar10" in choice.message
 
 
 def test_notebook05_refuses_drive_when_it_is_not_mounted(tmp_path, monkeypatch):
@@ -172,3 +172,60 @@ def test_expected_minutes_table_lists_every_notebook(monkeypatch):
     assert "(measured ones)" in table[-1]
     monkeypatch.setitem(course.EXPECTED_MINUTES, "cpu", {})
     assert "no measured times" in course.expected_minutes_table(PROFILES["cpu"])
+
+
+def test_the_course_trains_what_the_command_line_trains_by_default(monkeypatch, tmp_path):
+    """Notebook 05's run on the cpu profile and a plain `jepa-lite train` use one data set and recipe, so
+    a 5-minute run from the command line gives the figures notebook 06 reads."""
+    from dataclasses import asdict
+
+    import jepa_lite.train
+    from jepa_lite.cli import main
+    from jepa_lite.config import TrainConfig
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def capture(config, *args, **kwargs):
+        seen["config"] = config.resolve()
+        raise Stop
+
+    monkeypatch.setattr(jepa_lite.train, "train", capture)
+    with pytest.raises(Stop):
+        main(["train", "--out", str(tmp_path / "run")])
+    command_line = asdict(seen["config"])
+    cpu = PROFILES["cpu"]
+    # the fields notebook 05 sets from the profile (cell "run_config")
+    notebook = asdict(TrainConfig(data=cpu.data, model=cpu.model, batch_size=cpu.batch_size,
+                                  budget_minutes=cpu.train_minutes, steps=cpu.train_steps).resolve())
+    apart = {"data_root", "max_train_images", "log_every", "workers", "budget_minutes", "steps"}
+    differ = {k: (command_line[k], notebook[k]) for k in command_line if k not in apart and command_line[k] != notebook[k]}
+    assert differ == {}
+    assert command_line["data"] == "shapes-mono" and command_line["budget_minutes"] == cpu.train_minutes
+
+
+def test_store_outputs_copies_outputs_and_refuses_other_cells(tmp_path):
+    import json
+
+    from jepa_lite.course import store_outputs
+
+    def notebook(outputs, count, sources=("x = 1", "assert x")):
+        cells = [{"cell_type": "markdown", "metadata": {}, "source": "# title"}]
+        for i, text in enumerate(sources):
+            cells.append({"cell_type": "code", "metadata": {"tags": ["check"]} if i else {}, "source": text,
+                          "outputs": outputs, "execution_count": count})
+        return {"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+
+    shown = [{"output_type": "stream", "name": "stdout", "text": "1\n"}]
+    executed, source = tmp_path / "ran.ipynb", tmp_path / "kept.ipynb"
+    executed.write_text(json.dumps(notebook(shown, 3)))
+    source.write_text(json.dumps(notebook([], None)))
+    store_outputs(executed, source)
+    cells = json.loads(source.read_text())["cells"]
+    assert cells[1]["outputs"] == shown and cells[1]["execution_count"] == 3
+    assert cells[2]["execution_count"] is None                  # a check cell keeps no count
+    executed.write_text(json.dumps(notebook(shown, 3, sources=("x = 2", "assert x"))))
+    with pytest.raises(ValueError, match="does not hold the cells"):
+        store_outputs(executed, source)
