@@ -119,9 +119,10 @@ def test_the_shipped_checkpoint_loads_into_the_current_code(spec):
 
     checkpoint = load_checkpoint(course.repo_root() / course.SHIPPED_CHECKPOINTS[spec])
     assert checkpoint["data"]["spec"] == spec and checkpoint["step"] == checkpoint["total_steps"]
-    recipe = TrainConfig(steps=1).resolve()                # the shipped run is the default recipe
-    for key in ("model", "target_norm", "loss", "ema_start", "lr", "batch_size"):
+    recipe = TrainConfig(steps=1).resolve()                # the shipped run is the default recipe ...
+    for key in ("model", "target_norm", "loss", "ema_start", "batch_size"):
         assert checkpoint["train_config"][key] == getattr(recipe, key), key
+    assert checkpoint["train_config"]["lr"] == 1.5e-3          # ... at the lr `make checkpoint` sets (SHIPPED_LR)
     model = jepa_from_checkpoint(checkpoint).eval()
     with torch.no_grad():
         tokens = model.target_encoder(normalize(make_shapes(4, seed=0).images))
@@ -227,5 +228,5 @@ def test_store_outputs_copies_outputs_and_refuses_other_cells(tmp_path):
     assert cells[1]["outputs"] == shown and cells[1]["execution_count"] == 3
     assert cells[2]["execution_count"] is None                  # a check cell keeps no count
     executed.write_text(json.dumps(notebook(shown, 3, sources=("x = 2", "assert x"))))
-    with pytest.raises(ValueError, match="does not hold the cells"):
+    with pytest.raises(ValueError, match="does not hold the code cells"):
         store_outputs(executed, source)
