@@ -58,11 +58,15 @@ class Profile:
         return asdict(self)
 
 
+# The course's own pretraining data on the CPU: the procedural shapes in one palette (notebook 06, section 6
+# shows why not the colour ones). TrainConfig's default data is the same (tests/test_course.py checks it).
+COURSE_DATA = "shapes-mono"
+
 PROFILES: dict[str, Profile] = {
-    "test": Profile("test", data="shapes-mono", model="tiny", train_minutes=None, train_steps=30, batch_size=64,
+    "test": Profile("test", data=COURSE_DATA, model="tiny", train_minutes=None, train_steps=30, batch_size=64,
                     train_images=2_000, demo_steps=40, demo_batch_size=64, probe_train_images=1_000,
                     probe_test_images=500, umap_points=500, show_images=32),
-    "cpu": Profile("cpu", data="shapes-mono", model="tiny", train_minutes=5.0, train_steps=None, batch_size=128,
+    "cpu": Profile("cpu", data=COURSE_DATA, model="tiny", train_minutes=5.0, train_steps=None, batch_size=128,
                    train_images=50_000, demo_steps=150, demo_batch_size=128, probe_train_images=5_000,
                    probe_test_images=2_000, umap_points=2_000, show_images=32),
     # Training is set in minutes, not steps: the same notebook runs on a T4 and on an H100, whose
@@ -133,7 +137,7 @@ COLAB_DRIVE = Path("/content/drive/MyDrive")
 
 # Checkpoints shipped in data/ (see data/README.md), by the data set they were trained on.
 SHIPPED_CHECKPOINTS: dict[str, str] = {"shapes": "data/shapes_tiny.pt", "shapes-mono": "data/shapes_mono_tiny.pt"}
-SHIPPED_CHECKPOINT = SHIPPED_CHECKPOINTS["shapes-mono"]      # the course's own data set (PROFILES)
+SHIPPED_CHECKPOINT = SHIPPED_CHECKPOINTS[COURSE_DATA]
 
 
 def drive_folder() -> Path | None:
@@ -202,7 +206,7 @@ def find_checkpoint(profile: Profile) -> CheckpointChoice:
                                     f"Using notebook 05's run, found on {where} ({_shown(path)}): {steps} steps, "
                                     f"{minutes:.1f} min on {data}. The numbers below are your run's.")
     looked = ", ".join(_shown(path) for _, path in candidates)
-    shipped_data = profile.data if profile.data in SHIPPED_CHECKPOINTS else "shapes-mono"
+    shipped_data = profile.data if profile.data in SHIPPED_CHECKPOINTS else COURSE_DATA
     shipped = repo_root() / SHIPPED_CHECKPOINTS[shipped_data]
     if not shipped.exists():
         raise FileNotFoundError(f"no checkpoint to evaluate: neither notebook 05's run ({looked}) nor the shipped "
