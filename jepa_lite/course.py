@@ -84,7 +84,7 @@ EXPECTED_MINUTES: dict[str, dict[str, float]] = {
     "cpu": {"00_setup_and_data.ipynb": 0.4, "01_patches_and_masks.ipynb": 0.3, "02_encoders.ipynb": 0.3,
             "03_predictor.ipynb": 0.3, "04_loss_and_collapse.ipynb": 7.2, "05_training.ipynb": 5.3,
             "06_what_it_learned.ipynb": 3.4, "07_dense_tasks.ipynb": 1.5,
-            "08_prediction_vs_reconstruction.ipynb": 5.9, "09_learned_jointly_sigreg.ipynb": 8.3},
+            "08_prediction_vs_reconstruction.ipynb": 5.9, "09_learned_jointly_sigreg.ipynb": 8.0},
     # one H200 with 16 CPU cores, `benchmarks/gpu_course.sh`: 00, 02 and 03 while other training shared
     # the GPU (upper bounds); 04 took longer than 2.5 min and 08 is not measured yet; 06 before its
     # section 6 was added, 07 before its section 8. In 04, 06 and 08 the probes (scikit-learn, on the CPU) take most of the time.
