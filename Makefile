@@ -69,7 +69,7 @@ clean:
 site: setup
 	$(BIN)/python site/build.py --out build/site
 
-# the student notebooks (jepa_lite.student): each exercise's solution replaced by a stub that
+# the student notebooks (jepa_lite.course.student): each exercise's solution replaced by a stub that
 # raises, followed by its check, in build/student
 student: setup
 	$(BIN)/jepa-lite student --out build/student

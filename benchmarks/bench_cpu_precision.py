@@ -21,9 +21,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))    # run from a checkout without installing
-from jepa_lite.config import TrainConfig  # noqa: E402
-from jepa_lite.data import make_shapes  # noqa: E402
-from jepa_lite.train import Trainer  # noqa: E402
+from jepa_lite.engine.config import TrainConfig  # noqa: E402
+from jepa_lite.data.datasets import make_shapes  # noqa: E402
+from jepa_lite.engine.train import Trainer  # noqa: E402
 
 
 def cpu_bf16_flags() -> list[str]:

@@ -25,10 +25,10 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))    # run from a checkout without installing
-from jepa_lite.config import TrainConfig  # noqa: E402
-from jepa_lite.data import load_dataset  # noqa: E402
-from jepa_lite.evaluate import extract_features, knn_probe, linear_probe, raw_pixel_features  # noqa: E402
-from jepa_lite.train import Trainer  # noqa: E402
+from jepa_lite.engine.config import TrainConfig  # noqa: E402
+from jepa_lite.data.datasets import load_dataset  # noqa: E402
+from jepa_lite.evaluation.probes import extract_features, knn_probe, linear_probe, raw_pixel_features  # noqa: E402
+from jepa_lite.engine.train import Trainer  # noqa: E402
 
 
 def parse_set(items: list[str]) -> dict:

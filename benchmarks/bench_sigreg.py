@@ -52,10 +52,10 @@ def one_run(args) -> None:
     """Train one (mode, seed), probing at each of args.steps_at; print one JSON line per probe."""
     import torch
 
-    from jepa_lite.config import TrainConfig
-    from jepa_lite.data import load_dataset
-    from jepa_lite.evaluate import extract_features, knn_probe, linear_probe
-    from jepa_lite.train import Trainer
+    from jepa_lite.engine.config import TrainConfig
+    from jepa_lite.data.datasets import load_dataset
+    from jepa_lite.evaluation.probes import extract_features, knn_probe, linear_probe
+    from jepa_lite.engine.train import Trainer
 
     torch.set_num_threads(1)
     mode, _, sigreg_on = args.one_mode.partition(":")

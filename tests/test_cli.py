@@ -124,7 +124,7 @@ def test_bad_checkpoint_files_are_one_line_errors(tmp_path, capsys):
 
 def test_unexpected_errors_keep_their_traceback(tmp_path, monkeypatch):
     """Only expected errors become one line: a bug (here a RuntimeError from inside training) propagates."""
-    import jepa_lite.train as train_module
+    import jepa_lite.engine.train as train_module
 
     def broken(*args, **kwargs):
         raise RuntimeError("shape bug")

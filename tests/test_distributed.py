@@ -1,4 +1,4 @@
-"""Data-parallel CPU training (jepa_lite.distributed): same batches, same model, exact resume, clear errors."""
+"""Data-parallel CPU training (jepa_lite.engine.distributed): same batches, same model, exact resume, clear errors."""
 import subprocess
 import sys
 import textwrap
@@ -6,11 +6,11 @@ import textwrap
 import pytest
 import torch
 
-from jepa_lite import distributed
-from jepa_lite.data import make_shapes
-from jepa_lite.checkpoint import load_checkpoint
-from jepa_lite.config import TrainConfig
-from jepa_lite.train import Trainer, train
+from jepa_lite.engine import distributed
+from jepa_lite.data.datasets import make_shapes
+from jepa_lite.engine.checkpoint import load_checkpoint
+from jepa_lite.engine.config import TrainConfig
+from jepa_lite.engine.train import Trainer, train
 
 TINY = dict(model="micro", batch_size=16, log_every=1, device="cpu", image_size=16, patch_size=2,
             warmup_steps=2, checkpoint_every_minutes=100.0)
@@ -84,9 +84,9 @@ def test_a_script_without_the_main_guard_gets_a_clear_error_not_a_hang(tmp_path)
     # spawn re-imports the main script in the helper; without the guard the helper fails to start
     script = tmp_path / "unguarded.py"
     script.write_text(textwrap.dedent(f"""
-        from jepa_lite.data import make_shapes
-        from jepa_lite.config import TrainConfig
-        from jepa_lite.train import train
+        from jepa_lite.data.datasets import make_shapes
+        from jepa_lite.engine.config import TrainConfig
+        from jepa_lite.engine.train import train
         config = TrainConfig(steps=2, workers=2, **{TINY!r})
         train(config, {str(tmp_path / 'out')!r}, dataset=make_shapes(32, image_size=16), progress=False)
     """))

@@ -1,4 +1,4 @@
-"""Tests for jepa_lite.masks and jepa_lite.mask_coverage: invariants, seeding, block statistics, coverage and position bias."""
+"""Tests for jepa_lite.core.masks and jepa_lite.core.mask_coverage: invariants, seeding, block statistics, coverage and position bias."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jepa_lite.masks import (
-    MaskConfig,
-    Masks,
-    MaskSampler,
-    block_size_table,
-    default_mask_config,
+from jepa_lite.core.masks import (
+         MaskConfig,
+         Masks,
+         MaskSampler,
+         block_size_table,
+         default_mask_config,
 )
-from jepa_lite.mask_coverage import expected_block_coverage, sample_reference_style
+from jepa_lite.core.mask_coverage import expected_block_coverage, sample_reference_style
 
 STRATEGIES = ["multiblock", "random", "single_block", "raster"]
 PLACEMENTS = ["inside", "torus"]

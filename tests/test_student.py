@@ -1,4 +1,4 @@
-"""Student notebooks (jepa_lite.student, `make student`): the converter, the hiding convention, and
+"""Student notebooks (jepa_lite.course.student, `make student`): the converter, the hiding convention, and
 both directions of every check: it fails on the student version and passes on the teacher's.
 
 The slow part, `test_both_directions[NN]`, executes each course notebook once (the "test" profile,
@@ -18,9 +18,9 @@ import pytest
 nbformat = pytest.importorskip("nbformat")
 
 from jepa_lite.cli import main  # noqa: E402
-from jepa_lite.student import (BEGIN, END, TITLE, NotebookConventionError, exercises, hide_solutions,  # noqa: E402
-                               is_check, is_solution, stub_source, student_notebook, teacher_notebooks,
-                               write_student_notebooks)
+from jepa_lite.course.student import (BEGIN, END, TITLE, NotebookConventionError, exercises, hide_solutions,  # noqa: E402
+                                      is_check, is_solution, stub_source, student_notebook, teacher_notebooks,
+                                      write_student_notebooks)
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = teacher_notebooks(NOTEBOOKS_DIR)
@@ -76,7 +76,7 @@ def test_the_converter_replaces_every_solution_and_keeps_every_check(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name[:2])
 def test_committed_solutions_are_hidden_and_keep_their_nbval_markers(path):
     teacher = _read(path)
-    assert hide_solutions(copy.deepcopy(teacher)) == 0, f"{path.name}: run jepa_lite.student.hide_solutions_in_place"
+    assert hide_solutions(copy.deepcopy(teacher)) == 0, f"{path.name}: run jepa_lite.course.student.hide_solutions_in_place"
     for i, cell in enumerate(teacher.cells):
         if is_check(cell):
             assert not cell.outputs, f"{path.name} cell {i}: a check cell must print nothing (nbval compares outputs)"
