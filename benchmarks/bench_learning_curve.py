@@ -29,10 +29,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))    # run from a checkout without installing
-from jepa_lite.data.datasets import load_dataset  # noqa: E402
-from jepa_lite.evaluation.probes import probe_encoders  # noqa: E402
-from jepa_lite.engine.config import TrainConfig  # noqa: E402
-from jepa_lite.engine.train import Trainer  # noqa: E402
+from jepa_lite.data.datasets import load_dataset
+from jepa_lite.engine.config import TrainConfig
+from jepa_lite.engine.train import Trainer
+from jepa_lite.evaluation.probes import probe_encoders
 
 
 def parse_marks(text: str) -> list[int]:

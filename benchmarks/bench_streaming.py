@@ -28,9 +28,9 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))    # run from a checkout without installing
-from jepa_lite.data.datasets import make_shapes  # noqa: E402
-from jepa_lite.core.masks import default_mask_config  # noqa: E402
-from jepa_lite.data.stream import ImageFolderStream, stream_loader  # noqa: E402
+from jepa_lite.core.masks import default_mask_config
+from jepa_lite.data.datasets import make_shapes
+from jepa_lite.data.stream import ImageFolderStream, stream_loader
 
 
 def write_folder(folder: Path, count: int, size: int) -> None:

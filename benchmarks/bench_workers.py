@@ -14,8 +14,8 @@ import tempfile
 import time
 
 from jepa_lite.data.datasets import make_shapes
-from jepa_lite.engine.distributed import usable_cpus
 from jepa_lite.engine.config import TrainConfig
+from jepa_lite.engine.distributed import usable_cpus
 from jepa_lite.engine.train import train
 
 

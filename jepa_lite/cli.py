@@ -19,12 +19,12 @@ import typing
 from dataclasses import MISSING, fields
 from pathlib import Path
 
-from jepa_lite.errors import JepaLiteError, TrainingStopped
-from jepa_lite.engine.config import DATA_DEFAULTS, ENCODER_NAMES, LR_SCHEDULES, RECIPES, TrainConfig
-from jepa_lite.data.augment import COLOUR_VIEWS
-from jepa_lite.engine.device import PRECISIONS
 from jepa_lite.core.model_sizes import IJEPA_SIZES, MODEL_SIZES
 from jepa_lite.core.objective import LOSSES, OBJECTIVES, SIGREG_ON, TARGET_MODES, TARGET_NORMS
+from jepa_lite.data.augment import COLOUR_VIEWS
+from jepa_lite.engine.config import DATA_DEFAULTS, ENCODER_NAMES, LR_SCHEDULES, RECIPES, TrainConfig
+from jepa_lite.engine.device import PRECISIONS
+from jepa_lite.errors import JepaLiteError, TrainingStopped
 
 _HIDDEN = {"mask"}     # set through --mask key=value
 
@@ -39,7 +39,8 @@ def _base_type(hint) -> type:
 _FIELD_HELP = {
     "recipe": "named defaults (jepa_lite.engine.config.RECIPES): fast = the course's short-run recipe, paper = every "
               "setting of the I-JEPA reference code; flags given here override it",
-    "data": "shapes (procedural, offline), shapes-mono (the same in one grey palette), cifar10, stl10 or imagefolder:PATH",
+    "data": "shapes (procedural, offline), shapes-mono (the same in one grey palette), cifar10, stl10 or "
+            "imagefolder:PATH",
     "data_root": "where downloaded data sets are kept",
     "max_train_images": "use only the first N training images",
     "model": "named size: micro, tiny, small, vit_s_96, vit_b_224, or a released I-JEPA size",
@@ -56,7 +57,8 @@ _FIELD_HELP = {
     "start_lr": "learning rate at the start of the warm-up",
     "min_lr": "learning rate at the end of the cosine schedule",
     "lr_schedule": "after the warm-up: stay at lr, or decay on a cosine to min_lr",
-    "warmup_steps": "warm-up steps (at most a tenth of the run); given alone, it replaces the recipe's --warmup-fraction",
+    "warmup_steps": "warm-up steps (at most a tenth of the run); given alone, it replaces the recipe's "
+                    "--warmup-fraction",
     "warmup_fraction": "warm-up as a fraction of the run; given alone, it replaces the recipe's --warmup-steps",
     "weight_decay": "AdamW weight decay at the start (matrices only)",
     "final_weight_decay": "weight decay at the end (cosine from --weight-decay)",
@@ -210,10 +212,10 @@ def cmd_probe(args: argparse.Namespace) -> int:
     import torch
 
     from jepa_lite.data.datasets import load_dataset
-    from jepa_lite.engine.device import describe_device, pick_device
-    from jepa_lite.evaluation.probes import format_table, probe_encoders
     from jepa_lite.engine.build import build_encoder
     from jepa_lite.engine.checkpoint import encoder_config_from_checkpoint, jepa_from_checkpoint, load_checkpoint
+    from jepa_lite.engine.device import describe_device, pick_device
+    from jepa_lite.evaluation.probes import format_table, probe_encoders
 
     checkpoint_path = Path(args.checkpoint)
     checkpoint = load_checkpoint(checkpoint_path)
@@ -305,7 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="default: $JEPA_LITE_PROFILE, else gpu on CUDA/MPS and cpu otherwise")
     p_course.add_argument("--only", nargs="*", default=None, help="notebook name prefixes, e.g. 00 05")
     p_course.add_argument("--store", action="store_true",
-                          help="then copy the outputs into the course's notebooks/ (how the committed outputs are made)")
+                          help="then copy the outputs into the course's notebooks/ (how the committed outputs are "
+                               "made)")
     p_course.set_defaults(func=cmd_course)
 
     p_student = sub.add_parser("student", help="write the student notebooks: each exercise's solution replaced by "

@@ -154,7 +154,7 @@ def misplaced(package_dir: Path) -> list[str]:
         if not init.is_file():
             bad.append(f"{package_dir.name}/{folder}/ has no __init__.py")
     found = modules(package_dir)
-    for name, path in found.items():
+    for path in found.values():
         if path.name == "__init__.py" and imports(path, package_dir, set(found)):
             bad.append(f"{path.relative_to(package_dir.parent)} imports from the package (folders re-export nothing)")
     return bad

@@ -43,7 +43,8 @@ def test_config_reruns_a_run_and_a_new_recipe_brings_its_settings(tmp_path):
     assert main(["train", "--config", str(first / "config.json"), "--recipe", "paper", "--steps", "2",
                  "--out", str(paper), "--quiet"]) == 0
     changed = json.loads((paper / "config.json").read_text())["train"]
-    assert (changed["recipe"], changed["target_norm"], changed["ema_start"], changed["steps"]) == ("paper", "layer", 0.996, 2)
+    assert (changed["recipe"], changed["target_norm"], changed["ema_start"], changed["steps"]) == \
+        ("paper", "layer", 0.996, 2)
     assert changed["model"] == "micro" and changed["batch_size"] == 16 and changed["seed"] == 3   # the run's own
 
 

@@ -14,15 +14,25 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from jepa_lite.interop.meta import (IMAGENET_MEAN, IMAGENET_STD, REFERENCE_NUM_HEADS, convert_reference_state_dict,
-                                    load_reference_checkpoint, reference_config)
-from jepa_lite.interop.huggingface import convert_hf_ijepa
-from jepa_lite.interop.meta_predictor import (convert_reference_predictor_state_dict, load_reference_models,
-                                              load_reference_predictor, reference_predictor_config)
-from jepa_lite.data.datasets import normalize
-from jepa_lite.evaluation.probes import extract_features
 from jepa_lite.core.model_sizes import IJEPA_SIZES, model_configs
 from jepa_lite.core.models import Predictor, VisionTransformer, gather_tokens, sincos_pos_embed_2d
+from jepa_lite.data.datasets import normalize
+from jepa_lite.evaluation.probes import extract_features
+from jepa_lite.interop.huggingface import convert_hf_ijepa
+from jepa_lite.interop.meta import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    REFERENCE_NUM_HEADS,
+    convert_reference_state_dict,
+    load_reference_checkpoint,
+    reference_config,
+)
+from jepa_lite.interop.meta_predictor import (
+    convert_reference_predictor_state_dict,
+    load_reference_models,
+    load_reference_predictor,
+    reference_predictor_config,
+)
 
 ATOL = 1e-5
 

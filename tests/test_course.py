@@ -130,6 +130,7 @@ def test_the_shipped_checkpoint_loads_into_the_current_code(spec):
     assert tokens.shape == (4, 64, model.target_encoder.config.embed_dim) and torch.isfinite(tokens).all()
 
 
+@pytest.mark.slow                          # a 6-second time budget, by design
 def test_gpu_profile_code_path_runs_on_cpu_at_test_sizes(tmp_path):
     """Notebook 05 on the gpu profile, shrunk: its model, a time budget (not a step count), the
     precision chosen for the device; shapes stands in for CIFAR-10 (tests never download)."""
@@ -147,6 +148,7 @@ def test_gpu_profile_code_path_runs_on_cpu_at_test_sizes(tmp_path):
     assert trainer.total_steps == result.steps            # the budget set the length
 
 
+@pytest.mark.slow                          # a fresh Jupyter kernel in a subprocess: ~15 s
 def test_run_course_executes_and_reports_time_and_memory(tmp_path, monkeypatch):
     """run_course's own runner (a fresh kernel per notebook) on a two-cell notebook."""
     nbformat = pytest.importorskip("nbformat")
@@ -203,7 +205,8 @@ def test_the_course_trains_what_the_command_line_trains_by_default(monkeypatch, 
     notebook = asdict(TrainConfig(data=cpu.data, model=cpu.model, batch_size=cpu.batch_size,
                                   budget_minutes=cpu.train_minutes, steps=cpu.train_steps).resolve())
     apart = {"data_root", "max_train_images", "log_every", "workers", "budget_minutes", "steps"}
-    differ = {k: (command_line[k], notebook[k]) for k in command_line if k not in apart and command_line[k] != notebook[k]}
+    differ = {k: (command_line[k], notebook[k]) for k in command_line
+              if k not in apart and command_line[k] != notebook[k]}
     assert differ == {}
     assert command_line["data"] == "shapes-mono" and command_line["budget_minutes"] == cpu.train_minutes
 

@@ -14,9 +14,8 @@ from PIL import Image
 
 from jepa_lite.data import datasets, shapes
 from jepa_lite.data.augment import BatchAugment
-from jepa_lite.data.images import ImageDataset, _balanced_indices
 from jepa_lite.data.datasets import iterate_batches, load_dataset, make_shapes, normalize
-
+from jepa_lite.data.images import ImageDataset, _balanced_indices
 
 # ---------------------------------------------------------------------------------------------- shapes
 

@@ -6,8 +6,8 @@ import textwrap
 import pytest
 import torch
 
-from jepa_lite.engine import distributed
 from jepa_lite.data.datasets import make_shapes
+from jepa_lite.engine import distributed
 from jepa_lite.engine.checkpoint import load_checkpoint
 from jepa_lite.engine.config import TrainConfig
 from jepa_lite.engine.train import Trainer, train
@@ -22,6 +22,7 @@ def tiny_data():
     return make_shapes(64, seed=0, image_size=16)
 
 
+@pytest.mark.distributed
 def test_two_workers_train_the_same_model_as_one(tmp_path, tiny_data):
     one = train(TrainConfig(steps=5, workers=1, **TINY), tmp_path / "one", dataset=tiny_data, **QUIET)
     two = train(TrainConfig(steps=5, workers=2, **TINY), tmp_path / "two", dataset=tiny_data, **QUIET)
@@ -35,6 +36,7 @@ def test_two_workers_train_the_same_model_as_one(tmp_path, tiny_data):
     assert not torch.distributed.is_initialized()
 
 
+@pytest.mark.distributed
 def test_two_workers_resume_exactly(tmp_path, tiny_data):
     config = TrainConfig(steps=6, workers=2, **TINY)
     full = train(config, tmp_path / "full", dataset=tiny_data, **QUIET)
@@ -80,6 +82,7 @@ def test_dataset_travels_by_value_when_shared_memory_is_small(monkeypatch, tiny_
     assert torch.equal(back.masks, tiny_data.masks) and back.classes == tiny_data.classes
 
 
+@pytest.mark.distributed
 def test_a_script_without_the_main_guard_gets_a_clear_error_not_a_hang(tmp_path):
     # spawn re-imports the main script in the helper; without the guard the helper fails to start
     script = tmp_path / "unguarded.py"
@@ -116,6 +119,7 @@ def _losses(out):
     return [m["loss"] for m in json.loads((out / "metrics.json").read_text())]
 
 
+@pytest.mark.distributed
 def test_torchrun_two_processes_match_one_and_resume_exactly_after_sigterm(tmp_path):
     """torchrun --nproc_per_node=2 -m jepa_lite train: DDP on gloo trains the model a one-process run
     trains (float tolerance: only the order of additions differs); stopped by SIGTERM (what a cluster

@@ -2,10 +2,18 @@ import numpy as np
 import pytest
 import torch
 
+from jepa_lite.core.models import VisionTransformer, ViTConfig
 from jepa_lite.data.datasets import make_shapes
-from jepa_lite.evaluation.probes import (ProbeRow, extract_features, format_table, knn_probe, last_layer_outputs, linear_probe,
-                                         probe_encoders, raw_pixel_features)
-from jepa_lite.core.models import ViTConfig, VisionTransformer
+from jepa_lite.evaluation.probes import (
+    ProbeRow,
+    extract_features,
+    format_table,
+    knn_probe,
+    last_layer_outputs,
+    linear_probe,
+    probe_encoders,
+    raw_pixel_features,
+)
 
 
 def blobs(n=300, d=8, seed=0):
@@ -80,6 +88,7 @@ def test_probe_table():
     assert "target encoder" in text and "91.2" in text and "85.0" in text
 
 
+@pytest.mark.slow                          # umap-learn's first call compiles with numba: ~20 s
 def test_umap_embed_is_2d_and_deterministic():
     pytest.importorskip("umap")
     from jepa_lite.evaluation.probes import umap_embed

@@ -3,9 +3,17 @@ import math
 import pytest
 import torch
 
-from jepa_lite.core.models import Predictor, PredictorConfig, ViTConfig, VisionTransformer
-from jepa_lite.core.objective import (JEPA, across_image_share, ema_momentum, ema_update, embedding_loss, embedding_std,
-                                      normalize_targets, rankme)
+from jepa_lite.core.models import Predictor, PredictorConfig, VisionTransformer, ViTConfig
+from jepa_lite.core.objective import (
+    JEPA,
+    across_image_share,
+    ema_momentum,
+    ema_update,
+    embedding_loss,
+    embedding_std,
+    normalize_targets,
+    rankme,
+)
 
 
 def test_l2_loss_is_mean_squared_distance():

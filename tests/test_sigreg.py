@@ -4,10 +4,10 @@ import math
 import pytest
 import torch
 
+from jepa_lite.core.sigreg import epps_pulley, quadrature, random_directions, sigreg
+from jepa_lite.data.datasets import make_shapes
 from jepa_lite.engine.checkpoint import jepa_from_checkpoint, load_checkpoint
 from jepa_lite.engine.config import TrainConfig
-from jepa_lite.data.datasets import make_shapes
-from jepa_lite.core.sigreg import epps_pulley, quadrature, random_directions, sigreg
 from jepa_lite.engine.train import Trainer, train
 
 TINY = dict(model="micro", batch_size=16, log_every=1, device="cpu", image_size=16, patch_size=2,

@@ -29,6 +29,8 @@ SHOTS = REPO / "build" / "browser"
 COLAB = "https://colab.research.google.com/github/jepa-lite/jepa-lite/blob/main/notebooks/"
 BINDER = "https://mybinder.org/v2/gh/jepa-lite/jepa-lite/main?urlpath=lab/tree/notebooks/"
 
+pytestmark = pytest.mark.site            # builds the website; `make test-fast` leaves it out
+
 pytest.importorskip("sphinx", reason="the site extra is not installed (pip install -e '.[site]')")
 pytest.importorskip("myst_nb", reason="the site extra is not installed (pip install -e '.[site]')")
 

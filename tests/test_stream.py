@@ -7,8 +7,8 @@ import torch
 from PIL import Image
 
 from jepa_lite.data import stream
-from jepa_lite.engine.config import TrainConfig
 from jepa_lite.data.datasets import make_shapes
+from jepa_lite.engine.config import TrainConfig
 from jepa_lite.engine.train import Trainer, train
 
 QUIET = dict(progress=False, log=lambda *a: None)

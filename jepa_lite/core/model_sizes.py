@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from jepa_lite.core.models import PredictorConfig, ViTConfig
 
-
 # Named sizes. "micro" exists for fast tests; "tiny"/"small" suit 32 px images with patch 4 (an 8x8 grid);
 # "vit_s_96" and "vit_b_224" follow the usual ViT-S/ViT-B shapes for STL-10 (96 px) and ImageNet-size images.
 MODEL_SIZES: dict[str, tuple[dict, dict]] = {

@@ -160,7 +160,7 @@ class CheckpointChoice:
 
 
 def _describe(path: Path) -> tuple[str, int, float]:
-    from jepa_lite.engine.checkpoint import load_checkpoint   # late: the notebooks' first import stays light
+    from jepa_lite.engine.checkpoint import load_checkpoint  # late: the notebooks' first import stays light
     checkpoint = load_checkpoint(path)
     return (checkpoint["data"]["spec"], int(checkpoint["step"]),
             float(checkpoint.get("elapsed_seconds", 0.0)) / 60)

@@ -12,7 +12,6 @@ from pathlib import Path
 from jepa_lite.course.profiles import PROFILE_ENV, Profile, active_profile, repo_root
 from jepa_lite.errors import NotebookFailed
 
-
 # What one notebook takes, in minutes, by profile: measured with `jepa-lite course` (cpu: 2 CPU
 # cores; gpu: one data-centre GPU, docs/results.md). Notebook 00 prints these; slower machines
 # take longer in every notebook but 05, whose training length is a time budget.
@@ -24,7 +23,8 @@ EXPECTED_MINUTES: dict[str, dict[str, float]] = {
             "08_prediction_vs_reconstruction.ipynb": 5.9, "09_learned_jointly_sigreg.ipynb": 8.3},
     # one H200 with 16 CPU cores, `benchmarks/gpu_course.sh`: 00, 02 and 03 while other training shared
     # the GPU (upper bounds); 04 took longer than 2.5 min and 08 is not measured yet; 06 before its
-    # section 6 was added, 07 before its section 8. In 04, 06 and 08 the probes (scikit-learn, on the CPU) take most of the time.
+    # section 6 was added, 07 before its section 8. In 04, 06 and 08 the probes (scikit-learn, on the
+    # CPU) take most of the time.
     "gpu": {"00_setup_and_data.ipynb": 1.4, "01_patches_and_masks.ipynb": 0.3, "02_encoders.ipynb": 0.3,
             "03_predictor.ipynb": 0.3, "05_training.ipynb": 4.3, "06_what_it_learned.ipynb": 4.3,
             "07_dense_tasks.ipynb": 0.6},
@@ -139,7 +139,9 @@ def store_outputs(executed: str | Path, source: str | Path) -> None:
     import json
 
     done, kept = json.loads(Path(executed).read_text()), json.loads(Path(source).read_text())
-    code = lambda notebook: [(c["cell_type"], c["source"] if c["cell_type"] == "code" else "") for c in notebook["cells"]]
+    def code(notebook: dict) -> list:
+        return [(c["cell_type"], c["source"] if c["cell_type"] == "code" else "") for c in notebook["cells"]]
+
     if code(done) != code(kept):          # a changed sentence in a markdown cell needs no new execution
         raise ValueError(f"{executed} does not hold the code cells of {source}: execute the notebook again")
     for ran, cell in zip(done["cells"], kept["cells"]):

@@ -17,7 +17,6 @@ import torch
 
 from jepa_lite.data.images import ImageDataset, _balanced_indices
 
-
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 

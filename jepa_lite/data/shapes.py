@@ -10,7 +10,6 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
-
 SHAPE_CLASSES = ["disk", "ring", "square", "frame", "triangle", "plus", "star", "half-disk", "bar", "ell"]
 
 # "colour": every image draws its own background, shape and clutter colours (independent of the class).

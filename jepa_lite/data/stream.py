@@ -22,11 +22,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from jepa_lite.data.images import _balanced_indices
-from jepa_lite.data.datasets import batch_indices, step_generator
-from jepa_lite.data.imagefolder import decode, resolve_imagefolder, scan_imagefolder
-from jepa_lite.data.datasets import rows_of_rank
 from jepa_lite.core.masks import MaskConfig, Masks, MaskSampler
+from jepa_lite.data.datasets import batch_indices, rows_of_rank, step_generator
+from jepa_lite.data.imagefolder import decode, resolve_imagefolder, scan_imagefolder
+from jepa_lite.data.images import _balanced_indices
 
 # imagefolder data whose decoded tensor would exceed this streams by default (TrainConfig.stream=None)
 STREAM_ABOVE_BYTES = 2 * 1024 ** 3

@@ -7,11 +7,11 @@ from dataclasses import asdict, fields, replace
 import torch.nn as nn
 
 from jepa_lite.core.cnn import CNNConfig, ConvEncoder, cnn_config_from_size
-from jepa_lite.engine.config import TrainConfig
 from jepa_lite.core.masks import MaskConfig, default_mask_config
 from jepa_lite.core.model_sizes import model_configs
-from jepa_lite.core.models import Predictor, PredictorConfig, ViTConfig, VisionTransformer
+from jepa_lite.core.models import Predictor, PredictorConfig, VisionTransformer, ViTConfig
 from jepa_lite.core.objective import JEPA
+from jepa_lite.engine.config import TrainConfig
 
 # Encoder architectures the engine can build: name -> (config class, module class). Any module
 # keeping the encoder contract (models.py docstring) can be added here.

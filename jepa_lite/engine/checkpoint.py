@@ -11,11 +11,11 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from jepa_lite.core.cnn import CNNConfig
+from jepa_lite.core.models import PredictorConfig, ViTConfig
+from jepa_lite.core.objective import JEPA
 from jepa_lite.engine.build import ENCODERS, build_jepa
 from jepa_lite.errors import CheckpointError
-from jepa_lite.core.models import PredictorConfig, ViTConfig
-from jepa_lite.core.cnn import CNNConfig
-from jepa_lite.core.objective import JEPA
 
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_LIVE_NAME = "metrics.jsonl"      # appended as the run logs; metrics.json is written with each checkpoint

@@ -22,10 +22,10 @@ import json
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
+from jepa_lite.core.objective import LOSSES, OBJECTIVES, SIGREG_ON, TARGET_MODES, TARGET_NORMS
 from jepa_lite.data.augment import COLOUR_VIEWS
 from jepa_lite.data.datasets import SHAPES_SPECS
 from jepa_lite.engine.device import PRECISIONS
-from jepa_lite.core.objective import LOSSES, OBJECTIVES, SIGREG_ON, TARGET_MODES, TARGET_NORMS
 
 LR_SCHEDULES = ("cosine", "constant")
 ENCODER_NAMES = ("vit", "cnn")
@@ -198,7 +198,8 @@ class TrainConfig:
         if not 0 <= self.drop_path < 1:
             raise ValueError(f"drop_path must be in [0, 1), got {self.drop_path}")
         if self.stream and not self.data.startswith("imagefolder:"):
-            raise ValueError(f"stream=True reads image folders (--data imagefolder:PATH); {self.data!r} is held in memory")
+            raise ValueError(f"stream=True reads image folders (--data imagefolder:PATH); {self.data!r} is held in "
+                             f"memory")
         if self.encoder == "cnn" and self.drop_path:
             raise ValueError(f"drop_path ({self.drop_path}) applies to the vit encoder only; use 0 with encoder='cnn'")
 

@@ -13,8 +13,8 @@ import json
 import math
 from pathlib import Path
 
-from jepa_lite.engine.checkpoint import write_text_atomic
 from jepa_lite.core.objective import across_image_share, embedding_std, rankme
+from jepa_lite.engine.checkpoint import write_text_atomic
 
 # the parts of the loss that objectives "both" and "pixels" and target mode "sigreg" report beside the total
 LOSS_PARTS = ("embedding_loss", "pixel_loss", "sigreg_loss")

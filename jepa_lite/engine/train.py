@@ -25,23 +25,29 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from jepa_lite.core.models import set_drop_path_generator
+from jepa_lite.core.objective import JEPA, ema_momentum
+from jepa_lite.data.datasets import step_generator
+from jepa_lite.data.images import ImageDataset
 from jepa_lite.engine import distributed
 from jepa_lite.engine.build import build_jepa, configs_for, param_groups
-from jepa_lite.engine.checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_NAME, METRICS_LIVE_NAME, load_checkpoint, load_networks, save_atomic,
-                                         write_json_atomic)
+from jepa_lite.engine.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_NAME,
+    METRICS_LIVE_NAME,
+    load_checkpoint,
+    load_networks,
+    save_atomic,
+    write_json_atomic,
+)
 from jepa_lite.engine.config import TrainConfig
-from jepa_lite.data.images import ImageDataset
-from jepa_lite.data.datasets import step_generator
 from jepa_lite.engine.device import autocast_context, choose_precision, describe_device, grad_scaler, pick_device
-from jepa_lite.errors import CheckpointError, HelperFailed, JepaLiteError, TrainingStopped
-from jepa_lite.core.models import set_drop_path_generator
 from jepa_lite.engine.metrics import LOSS_PARTS, IntervalMeter, LiveMetrics, collapse_warning
-from jepa_lite.core.objective import JEPA, ema_momentum
 from jepa_lite.engine.progress import progress_bar
 from jepa_lite.engine.schedules import BudgetLength, lr_at, weight_decay_at
 from jepa_lite.engine.signals import StopSignals
 from jepa_lite.engine.train_data import TrainBatches, training_images
-
+from jepa_lite.errors import CheckpointError, HelperFailed, JepaLiteError, TrainingStopped
 
 # ---------------------------------------------------------------------------------------------
 # the loop

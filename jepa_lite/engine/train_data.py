@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import torch
 
-from jepa_lite.engine import distributed
-from jepa_lite.data.augment import BatchAugment, scramble_colours
-from jepa_lite.engine.config import TrainConfig
-from jepa_lite.data.images import ImageDataset
-from jepa_lite.data.datasets import batch_indices, load_dataset, rows_of_rank, step_generator
 from jepa_lite.core.masks import MaskConfig, Masks, MaskSampler
+from jepa_lite.data.augment import BatchAugment, scramble_colours
+from jepa_lite.data.datasets import batch_indices, load_dataset, rows_of_rank, step_generator
+from jepa_lite.data.images import ImageDataset
 from jepa_lite.data.stream import STREAM_ABOVE_BYTES, ImageFolderStream, stream_loader
+from jepa_lite.engine import distributed
+from jepa_lite.engine.config import TrainConfig
 
 
 def training_images(config: TrainConfig, dataset: ImageDataset | None = None, log=print

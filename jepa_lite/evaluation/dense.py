@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from jepa_lite.data.datasets import normalize
+from jepa_lite.engine.device import autocast_context  # bf16/fp16 autocast by the GPU's capability, a no-op on the CPU
 from jepa_lite.evaluation.probes import last_layer_outputs
-from jepa_lite.engine.device import autocast_context     # bf16/fp16 autocast by the GPU's capability, a no-op on the CPU
 
 
 def check_patch_features(feats: Tensor, what: str) -> None:

@@ -15,8 +15,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from jepa_lite.data.images import ImageDataset
 from jepa_lite.data.datasets import normalize
+from jepa_lite.data.images import ImageDataset
 from jepa_lite.engine.device import autocast_context
 from jepa_lite.engine.progress import progress_bar
 
@@ -176,7 +176,8 @@ def variance_shares(train_x: torch.Tensor, test_x: torch.Tensor, train: ImageDat
     total = centred.pow(2).sum(1).mean()
     between = sum((test.labels == c).float().mean() * centred[test.labels == c].mean(0).pow(2).sum()
                   for c in test.labels.unique())
-    fit = torch.linalg.lstsq(quadratic(object_and_background_colours(train)).double(), train_x.double()).solution.float()
+    colours = quadratic(object_and_background_colours(train)).double()
+    fit = torch.linalg.lstsq(colours, train_x.double()).solution.float()
     residual = (test_x - quadratic(object_and_background_colours(test)) @ fit).pow(2).sum(1).mean()
     return (between / total).item(), (1 - residual / total).item()
 

@@ -14,9 +14,8 @@ from collections.abc import Mapping
 import torch
 import torch.nn as nn
 
-from jepa_lite.core.models import ViTConfig, VisionTransformer
+from jepa_lite.core.models import VisionTransformer, ViTConfig
 from jepa_lite.interop.meta import _build, _check_keys, _mlp_ratio, strip_prefix
-
 
 _HF_LEGACY_NAMES = [                       # transformers 4.x (ViT layout) -> 5.x
     (r"^encoder\.layer\.", "layers."),

@@ -43,8 +43,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from jepa_lite.core.models import POS_EMBED_ORDERS, VisionTransformer, ViTConfig, sincos_pos_embed_2d
 from jepa_lite.data.datasets import NORM_MEAN, NORM_STD
-from jepa_lite.core.models import POS_EMBED_ORDERS, ViTConfig, VisionTransformer, sincos_pos_embed_2d
 
 # heads of the reference code's ViT sizes (tiny ... giant), keyed by width: shapes cannot tell the head count
 REFERENCE_NUM_HEADS = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16, 1408: 16}

@@ -26,10 +26,19 @@ from pathlib import Path
 
 import torch
 
-from jepa_lite.interop.meta import (REFERENCE_NORM_EPS, _block_keys, _check_keys, _heads_for, _instantiate, _mlp_ratio,
-                                    _read_checkpoint, _select, _sincos_order, load_reference_checkpoint)
 from jepa_lite.core.models import Predictor, PredictorConfig, VisionTransformer
-
+from jepa_lite.interop.meta import (
+    REFERENCE_NORM_EPS,
+    _block_keys,
+    _check_keys,
+    _heads_for,
+    _instantiate,
+    _mlp_ratio,
+    _read_checkpoint,
+    _select,
+    _sincos_order,
+    load_reference_checkpoint,
+)
 
 # reference name prefix -> jepa_lite Predictor's (mask_token keeps its name; predictor_pos_embed is the buffer)
 _PREDICTOR_RENAMES = (("predictor_embed.", "embed."), ("predictor_blocks.", "blocks."),
