@@ -2,6 +2,7 @@
 #   make course   create .venv, install, execute the course notebooks in order into build/notebooks
 #                 (notebook 05 pretrains on the offline data set) and print the final probe table
 #   make test     create .venv, install, run the unit tests (and the notebooks under nbval)
+# While working on the package: make test-fast (unit tests only, a few minutes) and make lint (ruff).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
@@ -12,7 +13,7 @@ SHIPPED_LR ?= 0.0015
 
 CHECKPOINT08_STEPS ?= 5000
 
-.PHONY: setup course checkpoint checkpoint-mono checkpoints08 test bench clean site student
+.PHONY: setup course checkpoint checkpoint-mono checkpoints08 test test-fast lint bench clean site student
 
 setup: $(VENV)/.installed
 
@@ -56,6 +57,16 @@ checkpoints08: setup
 test: setup
 	$(BIN)/python -m pytest
 
+# the unit tests alone: no notebooks (nbval off, and its options out of addopts), no browser, no website
+# build, no data-parallel processes, nothing slow (the markers in pyproject.toml); a few minutes on 2 cores
+FAST = not notebook and not browser and not site and not distributed and not slow
+test-fast: setup
+	$(BIN)/python -m pytest tests -p no:nbval -o addopts="-ra --durations=5" -m "$(FAST)"
+
+# ruff (settings in pyproject.toml) on the package, the tests, the benchmarks and the site's scripts
+lint: setup
+	$(BIN)/python -m ruff check jepa_lite tests benchmarks site
+
 bench: setup
 	$(BIN)/python benchmarks/bench_masks.py
 	$(BIN)/python benchmarks/bench_train_step.py
@@ -69,7 +80,7 @@ clean:
 site: setup
 	$(BIN)/python site/build.py --out build/site
 
-# the student notebooks (jepa_lite.student): each exercise's solution replaced by a stub that
+# the student notebooks (jepa_lite.course.student): each exercise's solution replaced by a stub that
 # raises, followed by its check, in build/student
 student: setup
 	$(BIN)/jepa-lite student --out build/student

@@ -11,7 +11,7 @@ In the procedural shapes images every colour is drawn independently of the class
 block's colour is among the easiest things to predict from the visible ones. With
 `colour_views="same"` (the paper: both encoders see the same picture) the target encoder's plain
 distances follow colour, which the kNN vote and UMAP read; with "target" the target encoder sees
-the picture with its colours scrambled (jepa_lite.data.scramble_colours), so colour stops being
+the picture with its colours scrambled (jepa_lite.data.augment.scramble_colours), so colour stops being
 predictable; "both" scrambles each encoder's view independently; "mono" keeps the paper's views
 and changes the data instead: `shapes-mono` draws the same images in one grey palette.
 
@@ -41,14 +41,18 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))    # run from a checkout without installing
-from jepa_lite.augment import COLOUR_VIEWS  # noqa: E402
-from jepa_lite.data import load_dataset  # noqa: E402
-from jepa_lite.data import normalize  # noqa: E402
-from jepa_lite.evaluate import (extract_features, knn_probe, last_layer_outputs, linear_probe,  # noqa: E402
-                                object_and_background_colours, variance_shares)
-from jepa_lite.objective import embedding_std, rankme  # noqa: E402
-from jepa_lite.checkpoint import jepa_from_checkpoint, load_checkpoint  # noqa: E402
-
+from jepa_lite.core.objective import embedding_std, rankme
+from jepa_lite.data.augment import COLOUR_VIEWS
+from jepa_lite.data.datasets import load_dataset, normalize
+from jepa_lite.engine.checkpoint import jepa_from_checkpoint, load_checkpoint
+from jepa_lite.evaluation.probes import (
+    extract_features,
+    knn_probe,
+    last_layer_outputs,
+    linear_probe,
+    object_and_background_colours,
+    variance_shares,
+)
 
 VARIANTS = COLOUR_VIEWS + ("mono",)
 
@@ -107,7 +111,8 @@ def readouts(encoder, layers: int, train, test) -> None:
         accuracy = knn_probe(pool(train_t), train.labels, pool(test_t), test.labels)["accuracy"]
         print(f"  kNN on {name:24s} {100 * accuracy:5.1f}%")
     a, b = whitened(train_t.mean(1), test_t.mean(1))
-    print(f"  kNN on {'PCA-whitened mean (64)':24s} {100 * knn_probe(a, train.labels, b, test.labels)['accuracy']:5.1f}%")
+    accuracy = knn_probe(a, train.labels, b, test.labels)["accuracy"]
+    print(f"  kNN on {'PCA-whitened mean (64)':24s} {100 * accuracy:5.1f}%")
 
 
 def main() -> None:

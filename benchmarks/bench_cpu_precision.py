@@ -21,9 +21,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))    # run from a checkout without installing
-from jepa_lite.config import TrainConfig  # noqa: E402
-from jepa_lite.data import make_shapes  # noqa: E402
-from jepa_lite.train import Trainer  # noqa: E402
+from jepa_lite.data.datasets import make_shapes
+from jepa_lite.engine.config import TrainConfig
+from jepa_lite.engine.train import Trainer
 
 
 def cpu_bf16_flags() -> list[str]:
@@ -63,7 +63,8 @@ def main() -> None:
           f"{'yes (' + ', '.join(flags) + ')' if flags else 'no (bf16 is emulated, expect it slower)'}")
     dataset = make_shapes(4096)
     budget = 300.0
-    print(f"{'model':<7}{'amp':<6}{'compile':<9}{'img/s':>8}{'start-up s':>12}{'steps in 5 min':>16}{'vs fp32 eager':>15}")
+    print(f"{'model':<7}{'amp':<6}{'compile':<9}{'img/s':>8}{'start-up s':>12}{'steps in 5 min':>16}"
+          f"{'vs fp32 eager':>15}")
     for model in args.models:
         base = None
         for amp, compile_model in (("fp32", False), ("bf16", False), ("fp32", True), ("bf16", True)):

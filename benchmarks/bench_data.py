@@ -27,8 +27,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))    # run from a checkout without installing
-from jepa_lite.augment import BatchAugment  # noqa: E402
-from jepa_lite.data import iterate_batches, load_dataset, make_shapes, normalize  # noqa: E402
+from jepa_lite.data.augment import BatchAugment
+from jepa_lite.data.datasets import iterate_batches, load_dataset, make_shapes, normalize
 
 
 def bench_generation(num_images: int, repeats: int = 3) -> None:

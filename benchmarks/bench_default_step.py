@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))    # run from a checkout without installing
-from jepa_lite.config import TrainConfig  # noqa: E402
-from jepa_lite.train import Trainer  # noqa: E402
+from jepa_lite.engine.config import TrainConfig
+from jepa_lite.engine.train import Trainer
 
 CONFIGS = {
     "default (shapes-mono, lr 3e-3)": {},

@@ -4,7 +4,7 @@
     python benchmarks/bench_learning.py --data imagefolder:/tmp/cifar10split --minutes 10
 
 The same as `jepa-lite train ... && jepa-lite probe ...` with the recipe defaults of
-jepa_lite.train.TrainConfig; extra arguments after `--` go to `jepa-lite train`.
+jepa_lite.engine.config.TrainConfig; extra arguments after `--` go to `jepa-lite train`.
 """
 from __future__ import annotations
 

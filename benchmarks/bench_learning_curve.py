@@ -3,7 +3,7 @@
     python benchmarks/bench_learning_curve.py              # shapes, 1300..10400 steps (~75 min on one thread)
     python benchmarks/bench_learning_curve.py --marks 200,400 --probe-train 1000 --probe-test 500   # a smoke run
 
-One run of the recipe defaults (jepa_lite.train.TrainConfig) in one process; at each mark it pauses,
+One run of the recipe defaults (jepa_lite.engine.config.TrainConfig) in one process; at each mark it pauses,
 keeps a copy of the checkpoint (stepN.pt) and probes the target and context encoders' frozen
 features (linear; kNN for the target too; average-pooled tokens of the last 4 blocks, as
 `jepa-lite probe` reads them). It ends with the FLOPs of one step and the GFLOP/s the run
@@ -29,10 +29,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))    # run from a checkout without installing
-from jepa_lite.data import load_dataset  # noqa: E402
-from jepa_lite.evaluate import probe_encoders  # noqa: E402
-from jepa_lite.config import TrainConfig  # noqa: E402
-from jepa_lite.train import Trainer  # noqa: E402
+from jepa_lite.data.datasets import load_dataset
+from jepa_lite.engine.config import TrainConfig
+from jepa_lite.engine.train import Trainer
+from jepa_lite.evaluation.probes import probe_encoders
 
 
 def parse_marks(text: str) -> list[int]:
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="shapes")
     parser.add_argument("--data-root", default="data")
-    parser.add_argument("--model", default="tiny", help="a named size (jepa_lite.model_sizes.MODEL_SIZES)")
+    parser.add_argument("--model", default="tiny", help="a named size (jepa_lite.core.model_sizes.MODEL_SIZES)")
     parser.add_argument("--marks", default="1300,2600,3900,5200,6500,7800,9100,10400",
                         help="steps at which to probe")
     parser.add_argument("--probe-train", type=int, default=5000, help="probe training images")

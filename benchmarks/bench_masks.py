@@ -18,8 +18,8 @@ from typing import Callable
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain checkout
-from jepa_lite.mask_coverage import sample_reference_style  # noqa: E402
-from jepa_lite.masks import MaskConfig, MaskSampler  # noqa: E402
+from jepa_lite.core.mask_coverage import sample_reference_style
+from jepa_lite.core.masks import MaskConfig, MaskSampler
 
 
 def seconds_per_call(fn: Callable[[], object], calls: int, repeats: int = 5, warmup: int = 2) -> float:

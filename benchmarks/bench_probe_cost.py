@@ -20,10 +20,10 @@ import time
 
 import torch
 
-from jepa_lite.data import load_dataset
-from jepa_lite.evaluate import extract_features, knn_probe, linear_probe, raw_pixel_features, umap_embed
-from jepa_lite.model_sizes import model_configs
-from jepa_lite.models import VisionTransformer
+from jepa_lite.core.model_sizes import model_configs
+from jepa_lite.core.models import VisionTransformer
+from jepa_lite.data.datasets import load_dataset
+from jepa_lite.evaluation.probes import extract_features, knn_probe, linear_probe, raw_pixel_features, umap_embed
 
 
 def main() -> None:

@@ -25,10 +25,10 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))    # run from a checkout without installing
-from jepa_lite.config import TrainConfig  # noqa: E402
-from jepa_lite.data import load_dataset  # noqa: E402
-from jepa_lite.evaluate import extract_features, knn_probe, linear_probe, raw_pixel_features  # noqa: E402
-from jepa_lite.train import Trainer  # noqa: E402
+from jepa_lite.data.datasets import load_dataset
+from jepa_lite.engine.config import TrainConfig
+from jepa_lite.engine.train import Trainer
+from jepa_lite.evaluation.probes import extract_features, knn_probe, linear_probe, raw_pixel_features
 
 
 def parse_set(items: list[str]) -> dict:
@@ -86,8 +86,9 @@ def main(argv: list[str] | None = None) -> None:
           f"patch={config.patch_size} threads={args.threads}", flush=True)
     if args.pixels:
         px_tr, px_te = raw_pixel_features(train.images), raw_pixel_features(test.images)
-        print(f"[{label}] raw pixels: linear {100 * linear_probe(px_tr, train.labels, px_te, test.labels)['accuracy']:.1f} "
-              f"kNN {100 * knn_probe(px_tr, train.labels, px_te, test.labels)['accuracy']:.1f} "
+        linear = linear_probe(px_tr, train.labels, px_te, test.labels)["accuracy"]
+        knn = knn_probe(px_tr, train.labels, px_te, test.labels)["accuracy"]
+        print(f"[{label}] raw pixels: linear {100 * linear:.1f} kNN {100 * knn:.1f} "
               f"share10 {100 * neighbour_share(px_tr, train.labels, px_te, test.labels):.1f}", flush=True)
     with tempfile.TemporaryDirectory() as out:
         trainer = Trainer(config, out, resume=False, progress=False, log=lambda *a: None)
@@ -100,7 +101,8 @@ def main(argv: list[str] | None = None) -> None:
             seconds += time.perf_counter() - start
             r = probe(trainer.model.target_encoder, train, test, args.layers)
             print(f"[{label}] step {mark:>5} {seconds / 60:5.1f} min {mark / seconds:5.2f} steps/s  "
-                  f"linear {100 * r['linear']:5.1f}  kNN {100 * r['knn']:5.1f}  gap {100 * (r['linear'] - r['knn']):5.1f}"
+                  f"linear {100 * r['linear']:5.1f}  kNN {100 * r['knn']:5.1f}  "
+                  f"gap {100 * (r['linear'] - r['knn']):5.1f}"
                   f"  share10 {100 * r['share10']:5.1f}  loss {trainer.history[-1]['loss']:.4f}", flush=True)
 
 

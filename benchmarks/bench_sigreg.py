@@ -52,10 +52,10 @@ def one_run(args) -> None:
     """Train one (mode, seed), probing at each of args.steps_at; print one JSON line per probe."""
     import torch
 
-    from jepa_lite.config import TrainConfig
-    from jepa_lite.data import load_dataset
-    from jepa_lite.evaluate import extract_features, knn_probe, linear_probe
-    from jepa_lite.train import Trainer
+    from jepa_lite.data.datasets import load_dataset
+    from jepa_lite.engine.config import TrainConfig
+    from jepa_lite.engine.train import Trainer
+    from jepa_lite.evaluation.probes import extract_features, knn_probe, linear_probe
 
     torch.set_num_threads(1)
     mode, _, sigreg_on = args.one_mode.partition(":")
@@ -77,10 +77,11 @@ def one_run(args) -> None:
             train_x = extract_features(encoder, probe_train.images, layers=layers)
             test_x = extract_features(encoder, probe_test.images, layers=layers)
             last = trainer.history[-1]
+            linear = linear_probe(train_x, probe_train.labels, test_x, probe_test.labels)["accuracy"]
+            knn = knn_probe(train_x, probe_train.labels, test_x, probe_test.labels)["accuracy"]
             print(json.dumps({"mode": args.one_mode, "seed": args.one_seed, "steps": steps,
                               "train_minutes": trainer.elapsed / 60, "probe_seconds": time.perf_counter() - start,
-                              "linear": 100 * linear_probe(train_x, probe_train.labels, test_x, probe_test.labels)["accuracy"],
-                              "knn": 100 * knn_probe(train_x, probe_train.labels, test_x, probe_test.labels)["accuracy"],
+                              "linear": 100 * linear, "knn": 100 * knn,
                               "rankme": last["target_rankme"], "image_share": last["target_image_share"],
                               "std": last["target_std"], "loss": last["loss"]}), flush=True)
 
@@ -140,7 +141,9 @@ def main() -> None:
     for steps in sorted(args.steps_at):
         for mode in args.modes:
             rows = [r for r in results if r["mode"] == mode and r["steps"] == steps]
-            mean = lambda key: sum(r[key] for r in rows) / len(rows)
+
+            def mean(key: str, rows: list = rows) -> float:
+                return sum(r[key] for r in rows) / len(rows)
             print(f"{mode:15s} {steps:6d} {mean('linear'):25.1f} {mean('knn'):6.1f} {mean('train_minutes'):9.1f}")
 
 

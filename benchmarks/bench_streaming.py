@@ -5,7 +5,7 @@
 
 It writes JPEG folders of procedural shapes (32 px, and 224 px upsampled from 32 px) into a
 temporary folder, then prints
-1. the images/s `jepa_lite.stream.stream_loader` delivers (decoding, stacking, mask sampling) with
+1. the images/s `jepa_lite.data.stream.stream_loader` delivers (decoding, stacking, mask sampling) with
    0, 1 and 2 worker processes, for 32 and 224 px;
 2. the peak memory (resident set of the training process and its loader workers together, sampled
    every 0.1 s) of a short streamed run (`jepa-lite train --stream`, model micro, 224 px, patch 16)
@@ -28,9 +28,9 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))    # run from a checkout without installing
-from jepa_lite.data import make_shapes  # noqa: E402
-from jepa_lite.masks import default_mask_config  # noqa: E402
-from jepa_lite.stream import ImageFolderStream, stream_loader  # noqa: E402
+from jepa_lite.core.masks import default_mask_config
+from jepa_lite.data.datasets import make_shapes
+from jepa_lite.data.stream import ImageFolderStream, stream_loader
 
 
 def write_folder(folder: Path, count: int, size: int) -> None:

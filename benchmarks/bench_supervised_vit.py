@@ -23,12 +23,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))    # run from a checkout without installing
-from jepa_lite.augment import BatchAugment  # noqa: E402
-from jepa_lite.data import iterate_batches, load_dataset, normalize  # noqa: E402
-from jepa_lite.evaluate import extract_features, linear_probe  # noqa: E402
-from jepa_lite.model_sizes import model_configs  # noqa: E402
-from jepa_lite.models import VisionTransformer  # noqa: E402
-from jepa_lite.config import DATA_DEFAULTS, TrainConfig  # noqa: E402
+from jepa_lite.core.model_sizes import model_configs
+from jepa_lite.core.models import VisionTransformer
+from jepa_lite.data.augment import BatchAugment
+from jepa_lite.data.datasets import iterate_batches, load_dataset, normalize
+from jepa_lite.engine.config import DATA_DEFAULTS, TrainConfig
+from jepa_lite.evaluation.probes import extract_features, linear_probe
 
 
 def main() -> None:

@@ -23,12 +23,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reference_style import ReferenceStyleStep  # noqa: E402
+from reference_style import ReferenceStyleStep
 
-from jepa_lite.masks import MaskConfig, MaskSampler  # noqa: E402
-from jepa_lite.model_sizes import model_configs  # noqa: E402
-from jepa_lite.build import build_jepa, param_groups  # noqa: E402
-from jepa_lite.device import autocast_context  # noqa: E402
+from jepa_lite.core.masks import MaskConfig, MaskSampler
+from jepa_lite.core.model_sizes import model_configs
+from jepa_lite.engine.build import build_jepa, param_groups
+from jepa_lite.engine.device import autocast_context
 
 
 def paper_masks(batch_size: int, rounds: int):

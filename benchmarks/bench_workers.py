@@ -2,7 +2,7 @@
 
     python benchmarks/bench_workers.py [--steps 150] [--batch-sizes 128 256] [--model tiny]
 
-Runs `jepa_lite.train` (the real engine, shapes data, 32 px) for the same number of steps with
+Runs `jepa_lite.engine.train` (the real engine, shapes data, 32 px) for the same number of steps with
 workers=1 (one process, all cores as OpenMP threads) and workers=N (N processes, one thread each
 on 2 cores), and prints the steady-state img/s (the mean of the logged intervals after the first)
 and the wall time including the helpers' start-up. Run it on an otherwise idle machine.
@@ -13,10 +13,10 @@ import argparse
 import tempfile
 import time
 
-from jepa_lite.data import make_shapes
-from jepa_lite.distributed import usable_cpus
-from jepa_lite.config import TrainConfig
-from jepa_lite.train import train
+from jepa_lite.data.datasets import make_shapes
+from jepa_lite.engine.config import TrainConfig
+from jepa_lite.engine.distributed import usable_cpus
+from jepa_lite.engine.train import train
 
 
 def measure(workers: int, batch_size: int, steps: int, model: str, dataset) -> tuple[float, float]:

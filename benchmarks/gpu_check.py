@@ -13,9 +13,9 @@ import time
 
 import torch
 
-from jepa_lite.data import ImageDataset
-from jepa_lite.config import TrainConfig
-from jepa_lite.train import Trainer
+from jepa_lite.data.images import ImageDataset
+from jepa_lite.engine.config import TrainConfig
+from jepa_lite.engine.train import Trainer
 
 
 def measure(model: str, batch_size: int, steps: int, compile_model: bool, device: str) -> float:

@@ -25,7 +25,7 @@ set -euo pipefail
 : "${OUT:?set OUT to the output folder}"
 mkdir -p "$OUT"
 REPO=$PWD
-[ -f "$REPO/jepa_lite/course.py" ] || { echo "run from the repository root" >&2; exit 2; }
+[ -f "$REPO/jepa_lite/course/profiles.py" ] || { echo "run from the repository root" >&2; exit 2; }
 export PYTHONUNBUFFERED=1
 
 # --- 1. the missing Python packages, beside (not into) the machine's python3 ---------------------
@@ -79,7 +79,7 @@ import jupyter_client.kernelspec as ks
 spec = ks.KernelSpecManager().get_kernel_spec("python3")
 print("kernel python3:", spec.argv, "from", spec.resource_dir)
 import nbclient, nbconvert, umap, ipykernel, torchvision.datasets.cifar  # noqa: F401  (imports work)
-from jepa_lite.data import load_dataset
+from jepa_lite.data.datasets import load_dataset
 train, test = load_dataset("cifar10", "train", root="data"), load_dataset("cifar10", "test", root="data")
 print(f"cifar10 in data/: {len(train)} train / {len(test)} test images, {tuple(train.images.shape[1:])}")
 EOF

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from jepa_lite.models import sincos_pos_embed_2d
+from jepa_lite.core.models import sincos_pos_embed_2d
 
 
 class RefAttention(nn.Module):

@@ -1,25 +1,17 @@
 """jepa_lite: the pieces of I-JEPA that the course builds, finished and tested.
 
-    masks      block samplers -> index tensors          (notebook 01)
-    models     patch embedding, sin-cos, ViT, predictor  (notebooks 02, 03)
-    model_sizes  the named sizes (MODEL_SIZES, IJEPA_SIZES) -> configs
-    objective  EMA target, loss, collapse monitors       (notebook 04)
-    config     TrainConfig and the named recipes (fast, paper)
-    build      a run's networks from its config
-    schedules  learning rate and weight decay per step   (notebook 05)
-    train      the training loop: budget, metrics, resume, signals (notebook 05)
-    train_data a run's images and each step's batch (crops, colour views, masks)
-    checkpoint atomic writes, safe reads, a JEPA back from a file
-    distributed  DistributedDataParallel: torchrun, or CPU workers from a notebook
-    evaluate   features, probes, kNN, UMAP               (notebook 06)
-    dense      patch features, segmentation / box probes, PCA pictures (notebook 07)
-    cnn        a convolutional encoder with the encoder contract (notebook 08)
-    data       procedural shapes, CIFAR-10/STL-10, image folders
-    shapes     the procedural shapes renderer
-    augment    batched crops and flips, recoloured views
-    course     the notebooks' profile switch (test / cpu / gpu), `jepa-lite course`
-    convert    released I-JEPA checkpoints -> VisionTransformer
-    convert_predictor  their predictors -> Predictor, and a checkpoint's three networks
-    convert_hf  the released encoders from Hugging Face transformers -> VisionTransformer
+Laid out by layer, lowest first; a module imports only from its own folder or a lower layer
+(tests/test_architecture.py checks it; docs/architecture.md draws it):
+
+    errors       the errors the package expects (imports nothing of jepa_lite)
+    core/        what the notebooks build: masks, ViT and predictor, the JEPA objective, SIGReg, a CNN
+    data/        data sets as uint8 tensors, the procedural shapes, image folders, streaming, augmentation
+    engine/      training: config and recipes, the loop, checkpoints, metrics, data parallelism, devices
+    evaluation/  frozen-feature probes (linear, kNN), dense probes (segmentation, boxes)
+    interop/     Meta's released I-JEPA checkpoints and the Hugging Face weights -> jepa_lite networks
+    course/      the notebooks' profiles, running the whole course, the student notebooks
+    cli          the `jepa-lite` command (python -m jepa_lite)
+
+The folders re-export nothing: import from the module, e.g. `from jepa_lite.core.masks import MaskSampler`.
 """
 __version__ = "0.1.0"

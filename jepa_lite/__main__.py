@@ -4,6 +4,6 @@
 """
 import sys
 
-from .cli import main
+from jepa_lite.cli import main
 
 sys.exit(main())

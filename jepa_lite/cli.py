@@ -5,7 +5,7 @@
     jepa-lite probe --checkpoint DIR_OR_FILE [--data D] [--test-data D2] [--layers K]
     jepa-lite student [--out build/student] [--only 00 05]
 
-Every `train` flag is a field of `jepa_lite.config.TrainConfig` (same name, dashes for
+Every `train` flag is a field of `jepa_lite.engine.config.TrainConfig` (same name, dashes for
 underscores), so the defaults live in one place.
 """
 from __future__ import annotations
@@ -19,12 +19,12 @@ import typing
 from dataclasses import MISSING, fields
 from pathlib import Path
 
-from .errors import JepaLiteError, TrainingStopped
-from .config import DATA_DEFAULTS, ENCODER_NAMES, LR_SCHEDULES, RECIPES, TrainConfig
-from .augment import COLOUR_VIEWS
-from .device import PRECISIONS
-from .model_sizes import IJEPA_SIZES, MODEL_SIZES
-from .objective import LOSSES, OBJECTIVES, SIGREG_ON, TARGET_MODES, TARGET_NORMS
+from jepa_lite.core.model_sizes import IJEPA_SIZES, MODEL_SIZES
+from jepa_lite.core.objective import LOSSES, OBJECTIVES, SIGREG_ON, TARGET_MODES, TARGET_NORMS
+from jepa_lite.data.augment import COLOUR_VIEWS
+from jepa_lite.engine.config import DATA_DEFAULTS, ENCODER_NAMES, LR_SCHEDULES, RECIPES, TrainConfig
+from jepa_lite.engine.device import PRECISIONS
+from jepa_lite.errors import JepaLiteError, TrainingStopped
 
 _HIDDEN = {"mask"}     # set through --mask key=value
 
@@ -37,9 +37,10 @@ def _base_type(hint) -> type:
 
 
 _FIELD_HELP = {
-    "recipe": "named defaults (jepa_lite.config.RECIPES): fast = the course's short-run recipe, paper = every "
+    "recipe": "named defaults (jepa_lite.engine.config.RECIPES): fast = the course's short-run recipe, paper = every "
               "setting of the I-JEPA reference code; flags given here override it",
-    "data": "shapes (procedural, offline), shapes-mono (the same in one grey palette), cifar10, stl10 or imagefolder:PATH",
+    "data": "shapes (procedural, offline), shapes-mono (the same in one grey palette), cifar10, stl10 or "
+            "imagefolder:PATH",
     "data_root": "where downloaded data sets are kept",
     "max_train_images": "use only the first N training images",
     "model": "named size: micro, tiny, small, vit_s_96, vit_b_224, or a released I-JEPA size",
@@ -56,7 +57,8 @@ _FIELD_HELP = {
     "start_lr": "learning rate at the start of the warm-up",
     "min_lr": "learning rate at the end of the cosine schedule",
     "lr_schedule": "after the warm-up: stay at lr, or decay on a cosine to min_lr",
-    "warmup_steps": "warm-up steps (at most a tenth of the run); given alone, it replaces the recipe's --warmup-fraction",
+    "warmup_steps": "warm-up steps (at most a tenth of the run); given alone, it replaces the recipe's "
+                    "--warmup-fraction",
     "warmup_fraction": "warm-up as a fraction of the run; given alone, it replaces the recipe's --warmup-steps",
     "weight_decay": "AdamW weight decay at the start (matrices only)",
     "final_weight_decay": "weight decay at the end (cosine from --weight-decay)",
@@ -88,7 +90,7 @@ _FIELD_HELP = {
     "amp": "precision: auto (bf16 on GPUs with native bf16, fp16 with a gradient scaler on older GPUs such as "
            "the T4, fp32 on mps and cpu), bf16, fp16 or fp32",
     "compile": "torch.compile the model",
-    "workers": "CPU processes that share each batch, one thread each (jepa_lite.distributed); default 0 = auto: "
+    "workers": "CPU processes that share each batch, one thread each (jepa_lite.engine.distributed); default 0 = auto: "
                "2 on a CPU with >= 2 usable cores for runs of >= 200 steps or >= 1 minute, else 1",
     "log_every": "write a metrics record every N steps",
     "checkpoint_every_minutes": "write a checkpoint this often (and at the end)",
@@ -161,7 +163,7 @@ def _parse_mask_overrides(items: list[str]) -> dict:
 def _load_test_set(spec: str, explicit: bool, root, image_size: int, max_images: int | None):
     """The held-out split of `spec`; an explicitly given image folder without a test/ subfolder
     is itself the test set."""
-    from .data import load_dataset
+    from jepa_lite.data.datasets import load_dataset
 
     try:
         return load_dataset(spec, "test", root=root, image_size=image_size, max_images=max_images)
@@ -177,7 +179,7 @@ def torch_distributed_ready() -> bool:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train import train
+    from jepa_lite.engine.train import train
 
     base = TrainConfig.from_file(args.config) if args.config else TrainConfig()
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
@@ -209,11 +211,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_probe(args: argparse.Namespace) -> int:
     import torch
 
-    from .data import load_dataset
-    from .device import describe_device, pick_device
-    from .evaluate import format_table, probe_encoders
-    from .build import build_encoder
-    from .checkpoint import encoder_config_from_checkpoint, jepa_from_checkpoint, load_checkpoint
+    from jepa_lite.data.datasets import load_dataset
+    from jepa_lite.engine.build import build_encoder
+    from jepa_lite.engine.checkpoint import encoder_config_from_checkpoint, jepa_from_checkpoint, load_checkpoint
+    from jepa_lite.engine.device import describe_device, pick_device
+    from jepa_lite.evaluation.probes import format_table, probe_encoders
 
     checkpoint_path = Path(args.checkpoint)
     checkpoint = load_checkpoint(checkpoint_path)
@@ -249,7 +251,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 def cmd_course(args: argparse.Namespace) -> int:
-    from .course import repo_root, run_course, store_outputs
+    from jepa_lite.course.profiles import repo_root
+    from jepa_lite.course.runner import run_course, store_outputs
 
     results = run_course(args.out, profile=args.profile, only=args.only)
     if args.store:
@@ -261,14 +264,14 @@ def cmd_course(args: argparse.Namespace) -> int:
 
 
 def cmd_student(args: argparse.Namespace) -> int:
-    from .student import summary, write_student_notebooks
+    from jepa_lite.course.student import summary, write_student_notebooks
 
     print(summary(write_student_notebooks(args.notebooks, args.out, only=args.only)))
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from jepa_lite import __version__
 
     parser = argparse.ArgumentParser(prog="jepa-lite", description="Pretrain and probe I-JEPA models.")
     parser.add_argument("--version", action="version", version=f"jepa-lite {__version__}")
@@ -304,11 +307,12 @@ def build_parser() -> argparse.ArgumentParser:
                           help="default: $JEPA_LITE_PROFILE, else gpu on CUDA/MPS and cpu otherwise")
     p_course.add_argument("--only", nargs="*", default=None, help="notebook name prefixes, e.g. 00 05")
     p_course.add_argument("--store", action="store_true",
-                          help="then copy the outputs into the course's notebooks/ (how the committed outputs are made)")
+                          help="then copy the outputs into the course's notebooks/ (how the committed outputs are "
+                               "made)")
     p_course.set_defaults(func=cmd_course)
 
     p_student = sub.add_parser("student", help="write the student notebooks: each exercise's solution replaced by "
-                                               "a stub, followed by its check (jepa_lite.student)")
+                                               "a stub, followed by its check (jepa_lite.course.student)")
     p_student.add_argument("--out", default="build/student", help="folder for the student notebooks")
     p_student.add_argument("--notebooks", default=None, help="folder of the teacher notebooks (default: the course's)")
     p_student.add_argument("--only", nargs="*", default=None, help="notebook name prefixes, e.g. 00 05")

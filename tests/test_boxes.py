@@ -2,7 +2,7 @@ import pytest
 import torch
 import torchvision
 
-from jepa_lite.boxes import BoxHead, average_precision, box_iou, box_probe
+from jepa_lite.evaluation.boxes import BoxHead, average_precision, box_iou, box_probe
 
 
 def test_box_iou_by_hand():

@@ -43,7 +43,8 @@ def test_config_reruns_a_run_and_a_new_recipe_brings_its_settings(tmp_path):
     assert main(["train", "--config", str(first / "config.json"), "--recipe", "paper", "--steps", "2",
                  "--out", str(paper), "--quiet"]) == 0
     changed = json.loads((paper / "config.json").read_text())["train"]
-    assert (changed["recipe"], changed["target_norm"], changed["ema_start"], changed["steps"]) == ("paper", "layer", 0.996, 2)
+    assert (changed["recipe"], changed["target_norm"], changed["ema_start"], changed["steps"]) == \
+        ("paper", "layer", 0.996, 2)
     assert changed["model"] == "micro" and changed["batch_size"] == 16 and changed["seed"] == 3   # the run's own
 
 
@@ -124,7 +125,7 @@ def test_bad_checkpoint_files_are_one_line_errors(tmp_path, capsys):
 
 def test_unexpected_errors_keep_their_traceback(tmp_path, monkeypatch):
     """Only expected errors become one line: a bug (here a RuntimeError from inside training) propagates."""
-    import jepa_lite.train as train_module
+    import jepa_lite.engine.train as train_module
 
     def broken(*args, **kwargs):
         raise RuntimeError("shape bug")

@@ -1,15 +1,15 @@
 import pytest
 import torch
 
-from jepa_lite.cnn import CNNConfig, ConvEncoder, input_mask
-from jepa_lite.data import make_shapes
-from jepa_lite.evaluate import extract_features
-from jepa_lite.models import Predictor, PredictorConfig, gather_tokens
-from jepa_lite.objective import JEPA
-from jepa_lite.build import build_encoder, configs_for
-from jepa_lite.checkpoint import jepa_from_checkpoint, load_checkpoint
-from jepa_lite.config import TrainConfig
-from jepa_lite.train import Trainer, train
+from jepa_lite.core.cnn import CNNConfig, ConvEncoder, input_mask
+from jepa_lite.core.models import Predictor, PredictorConfig, gather_tokens
+from jepa_lite.core.objective import JEPA
+from jepa_lite.data.datasets import make_shapes
+from jepa_lite.engine.build import build_encoder, configs_for
+from jepa_lite.engine.checkpoint import jepa_from_checkpoint, load_checkpoint
+from jepa_lite.engine.config import TrainConfig
+from jepa_lite.engine.train import Trainer, train
+from jepa_lite.evaluation.probes import extract_features
 
 
 def cnn(**overrides) -> ConvEncoder:

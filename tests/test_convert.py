@@ -14,15 +14,25 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from jepa_lite.convert import (IMAGENET_MEAN, IMAGENET_STD, REFERENCE_NUM_HEADS, convert_reference_state_dict,
-                               load_reference_checkpoint, reference_config)
-from jepa_lite.convert_hf import convert_hf_ijepa
-from jepa_lite.convert_predictor import (convert_reference_predictor_state_dict, load_reference_models,
-                                         load_reference_predictor, reference_predictor_config)
-from jepa_lite.data import normalize
-from jepa_lite.evaluate import extract_features
-from jepa_lite.model_sizes import IJEPA_SIZES, model_configs
-from jepa_lite.models import Predictor, VisionTransformer, gather_tokens, sincos_pos_embed_2d
+from jepa_lite.core.model_sizes import IJEPA_SIZES, model_configs
+from jepa_lite.core.models import Predictor, VisionTransformer, gather_tokens, sincos_pos_embed_2d
+from jepa_lite.data.datasets import normalize
+from jepa_lite.evaluation.probes import extract_features
+from jepa_lite.interop.huggingface import convert_hf_ijepa
+from jepa_lite.interop.meta import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    REFERENCE_NUM_HEADS,
+    convert_reference_state_dict,
+    load_reference_checkpoint,
+    reference_config,
+)
+from jepa_lite.interop.meta_predictor import (
+    convert_reference_predictor_state_dict,
+    load_reference_models,
+    load_reference_predictor,
+    reference_predictor_config,
+)
 
 ATOL = 1e-5
 
@@ -489,7 +499,7 @@ def test_large_networks_are_built_without_random_init(monkeypatch, tmp_path):
     """The path the released models take (built on the meta device, tensors assigned), on tiny ones.
     Last in the file: the meta device's first use imports torch._dynamo, which transformers has
     usually imported by now."""
-    from jepa_lite import convert
+    from jepa_lite.interop import meta as convert
 
     monkeypatch.setattr(convert, "_META_MIN_PARAMS", 0)
     torch.manual_seed(3)

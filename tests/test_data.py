@@ -1,4 +1,4 @@
-"""Tests of jepa_lite.data: procedural shapes, image folders, augmentation, batching."""
+"""Tests of jepa_lite.data.datasets: procedural shapes, image folders, augmentation, batching."""
 
 from __future__ import annotations
 
@@ -12,11 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-from jepa_lite import data, shapes
-from jepa_lite.augment import BatchAugment
-from jepa_lite.data import (ImageDataset, iterate_batches, load_dataset, make_shapes,
-                            normalize)
-
+from jepa_lite.data import datasets, shapes
+from jepa_lite.data.augment import BatchAugment
+from jepa_lite.data.datasets import iterate_batches, load_dataset, make_shapes, normalize
+from jepa_lite.data.images import ImageDataset, _balanced_indices
 
 # ---------------------------------------------------------------------------------------------- shapes
 
@@ -44,7 +43,7 @@ def test_shapes_types_and_shapes():
     assert ds.labels.shape == (50,) and ds.labels.dtype == torch.int64
     assert ds.masks.shape == (50, 24, 24) and ds.masks.dtype == torch.bool
     assert ds.boxes.shape == (50, 4) and ds.boxes.dtype == torch.float32
-    assert ds.classes == data.SHAPE_CLASSES and len(ds.classes) == 10
+    assert ds.classes == shapes.SHAPE_CLASSES and len(ds.classes) == 10
     assert int(ds.labels.min()) >= 0 and int(ds.labels.max()) < 10
 
 
@@ -151,7 +150,7 @@ def test_unknown_spec_and_split_errors():
         load_dataset("shapes", "validation")
     with pytest.raises(ValueError, match="unlabeled"):
         load_dataset("cifar10", "unlabeled")
-    assert "imagefolder:PATH" in data.DATASET_SPECS
+    assert "imagefolder:PATH" in datasets.DATASET_SPECS
 
 
 def test_cifar_missing_offline_raises_clear_error(tmp_path):
@@ -273,15 +272,15 @@ def test_imagefolder_disk_cache_roundtrip(tmp_path):
 def test_resize_uint8():
     images = torch.full((3, 3, 40, 40), 90, dtype=torch.uint8)
     images[:, 1] = 200
-    out = data._resize_uint8(images, 16, chunk=2)              # several chunks
+    out = datasets._resize_uint8(images, 16, chunk=2)              # several chunks
     assert out.shape == (3, 3, 16, 16) and out.dtype == torch.uint8
     assert (out[:, 0] == 90).all() and (out[:, 1] == 200).all()
-    assert data._resize_uint8(images, 40) is images
+    assert datasets._resize_uint8(images, 40) is images
 
 
 def test_balanced_indices():
     labels = torch.tensor([0] * 10 + [1] * 2 + [2] * 10)
-    idx = data._balanced_indices(labels, 8)
+    idx = _balanced_indices(labels, 8)
     assert torch.bincount(labels[idx], minlength=3).tolist() == [3, 2, 3]
     assert torch.equal(idx, idx.sort().values) and len(set(idx.tolist())) == 8
 
@@ -386,8 +385,8 @@ def test_no_warnings_on_clean_paths(tmp_path):
 def test_scramble_colours_permutes_and_inverts_channels_only():
     """Each output channel is one input channel, possibly inverted (in [0, 1] pixel values), the three
     are a permutation, the draw depends only on the generator, and shapes are untouched."""
-    from jepa_lite.augment import scramble_colours
-    from jepa_lite.data import NORM_MEAN, NORM_STD, normalize
+    from jepa_lite.data.augment import scramble_colours
+    from jepa_lite.data.datasets import NORM_MEAN, NORM_STD, normalize
 
     images = make_shapes(16, seed=3).images
     x = normalize(images)
@@ -412,8 +411,8 @@ def test_scramble_colours_permutes_and_inverts_channels_only():
 def test_colour_views_feed_the_encoders_other_colours(tmp_path):
     """"same" gives both encoders one picture; "target" gives the target encoder a recoloured copy and the
     context encoder the picture "same" gives it; "both" recolours each view."""
-    from jepa_lite.config import TrainConfig
-    from jepa_lite.train import Trainer
+    from jepa_lite.engine.config import TrainConfig
+    from jepa_lite.engine.train import Trainer
 
     data = make_shapes(32, seed=0, image_size=16)
     seen = {}

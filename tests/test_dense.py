@@ -3,11 +3,20 @@ import math
 import pytest
 import torch
 
-from jepa_lite.data import make_shapes, normalize
-from jepa_lite.boxes import box_probe
-from jepa_lite.dense import (extract_patch_features, patch_fractions, patch_labels, pca_rgb, pixel_labels,
-                             raw_patch_features, segmentation_iou, segmentation_probe, upsample_logits)
-from jepa_lite.models import ViTConfig, VisionTransformer
+from jepa_lite.core.models import VisionTransformer, ViTConfig
+from jepa_lite.data.datasets import make_shapes, normalize
+from jepa_lite.evaluation.boxes import box_probe
+from jepa_lite.evaluation.dense import (
+    extract_patch_features,
+    patch_fractions,
+    patch_labels,
+    pca_rgb,
+    pixel_labels,
+    raw_patch_features,
+    segmentation_iou,
+    segmentation_probe,
+    upsample_logits,
+)
 
 
 def small_encoder(depth=3):

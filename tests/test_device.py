@@ -1,8 +1,8 @@
-"""Precision by capability (jepa_lite.device), tested on the CPU by forcing the GPU's answers."""
+"""Precision by capability (jepa_lite.engine.device), tested on the CPU by forcing the GPU's answers."""
 import pytest
 import torch
 
-from jepa_lite.device import autocast_context, choose_precision, describe_device, grad_scaler
+from jepa_lite.engine.device import autocast_context, choose_precision, describe_device, grad_scaler
 
 
 @pytest.fixture
@@ -52,13 +52,13 @@ def test_autocast_and_scaler_on_cpu():
 def test_trainer_uses_a_gradient_scaler_for_fp16_only(fake_cuda, monkeypatch, tmp_path):
     """The training step's fp16 path (scale, unscale, clip, step, update) on a T4-like answer; the
     arithmetic itself stays on the CPU so that the test runs anywhere."""
-    from jepa_lite.data import make_shapes
-    from jepa_lite.config import TrainConfig
-    from jepa_lite.train import Trainer
+    from jepa_lite.data.datasets import make_shapes
+    from jepa_lite.engine.config import TrainConfig
+    from jepa_lite.engine.train import Trainer
 
     fake_cuda((7, 5), "Tesla T4")
     seen = []
-    import jepa_lite.train as train_module
+    import jepa_lite.engine.train as train_module
     monkeypatch.setattr(train_module, "choose_precision", lambda device, amp="auto": "fp16")
 
     class RecordingScaler:                   # the GradScaler protocol, recording the calls in order

@@ -1,4 +1,4 @@
-"""Data-parallel CPU training (jepa_lite.distributed): same batches, same model, exact resume, clear errors."""
+"""Data-parallel CPU training (jepa_lite.engine.distributed): same batches, same model, exact resume, clear errors."""
 import subprocess
 import sys
 import textwrap
@@ -6,11 +6,11 @@ import textwrap
 import pytest
 import torch
 
-from jepa_lite import distributed
-from jepa_lite.data import make_shapes
-from jepa_lite.checkpoint import load_checkpoint
-from jepa_lite.config import TrainConfig
-from jepa_lite.train import Trainer, train
+from jepa_lite.data.datasets import make_shapes
+from jepa_lite.engine import distributed
+from jepa_lite.engine.checkpoint import load_checkpoint
+from jepa_lite.engine.config import TrainConfig
+from jepa_lite.engine.train import Trainer, train
 
 TINY = dict(model="micro", batch_size=16, log_every=1, device="cpu", image_size=16, patch_size=2,
             warmup_steps=2, checkpoint_every_minutes=100.0)
@@ -22,6 +22,7 @@ def tiny_data():
     return make_shapes(64, seed=0, image_size=16)
 
 
+@pytest.mark.distributed
 def test_two_workers_train_the_same_model_as_one(tmp_path, tiny_data):
     one = train(TrainConfig(steps=5, workers=1, **TINY), tmp_path / "one", dataset=tiny_data, **QUIET)
     two = train(TrainConfig(steps=5, workers=2, **TINY), tmp_path / "two", dataset=tiny_data, **QUIET)
@@ -35,6 +36,7 @@ def test_two_workers_train_the_same_model_as_one(tmp_path, tiny_data):
     assert not torch.distributed.is_initialized()
 
 
+@pytest.mark.distributed
 def test_two_workers_resume_exactly(tmp_path, tiny_data):
     config = TrainConfig(steps=6, workers=2, **TINY)
     full = train(config, tmp_path / "full", dataset=tiny_data, **QUIET)
@@ -80,13 +82,14 @@ def test_dataset_travels_by_value_when_shared_memory_is_small(monkeypatch, tiny_
     assert torch.equal(back.masks, tiny_data.masks) and back.classes == tiny_data.classes
 
 
+@pytest.mark.distributed
 def test_a_script_without_the_main_guard_gets_a_clear_error_not_a_hang(tmp_path):
     # spawn re-imports the main script in the helper; without the guard the helper fails to start
     script = tmp_path / "unguarded.py"
     script.write_text(textwrap.dedent(f"""
-        from jepa_lite.data import make_shapes
-        from jepa_lite.config import TrainConfig
-        from jepa_lite.train import train
+        from jepa_lite.data.datasets import make_shapes
+        from jepa_lite.engine.config import TrainConfig
+        from jepa_lite.engine.train import train
         config = TrainConfig(steps=2, workers=2, **{TINY!r})
         train(config, {str(tmp_path / 'out')!r}, dataset=make_shapes(32, image_size=16), progress=False)
     """))
@@ -116,6 +119,7 @@ def _losses(out):
     return [m["loss"] for m in json.loads((out / "metrics.json").read_text())]
 
 
+@pytest.mark.distributed
 def test_torchrun_two_processes_match_one_and_resume_exactly_after_sigterm(tmp_path):
     """torchrun --nproc_per_node=2 -m jepa_lite train: DDP on gloo trains the model a one-process run
     trains (float tolerance: only the order of additions differs); stopped by SIGTERM (what a cluster

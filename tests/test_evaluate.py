@@ -2,10 +2,18 @@ import numpy as np
 import pytest
 import torch
 
-from jepa_lite.data import make_shapes
-from jepa_lite.evaluate import (ProbeRow, extract_features, format_table, knn_probe, last_layer_outputs, linear_probe,
-                                probe_encoders, raw_pixel_features)
-from jepa_lite.models import ViTConfig, VisionTransformer
+from jepa_lite.core.models import VisionTransformer, ViTConfig
+from jepa_lite.data.datasets import make_shapes
+from jepa_lite.evaluation.probes import (
+    ProbeRow,
+    extract_features,
+    format_table,
+    knn_probe,
+    last_layer_outputs,
+    linear_probe,
+    probe_encoders,
+    raw_pixel_features,
+)
 
 
 def blobs(n=300, d=8, seed=0):
@@ -80,17 +88,18 @@ def test_probe_table():
     assert "target encoder" in text and "91.2" in text and "85.0" in text
 
 
+@pytest.mark.slow                          # umap-learn's first call compiles with numba: ~20 s
 def test_umap_embed_is_2d_and_deterministic():
     pytest.importorskip("umap")
-    from jepa_lite.evaluate import umap_embed
+    from jepa_lite.evaluation.probes import umap_embed
     x, _ = blobs(60)
     a, b = umap_embed(x, n_neighbors=5), umap_embed(x, n_neighbors=5)
     assert a.shape == (60, 2) and np.allclose(a, b)
 
 
 def test_object_and_background_colours_average_each_part_of_the_image():
-    from jepa_lite.data import ImageDataset
-    from jepa_lite.evaluate import object_and_background_colours
+    from jepa_lite.data.images import ImageDataset
+    from jepa_lite.evaluation.probes import object_and_background_colours
 
     masks = torch.zeros(2, 4, 4, dtype=torch.bool)
     masks[:, 1:3, 1:3] = True                                         # a 2 x 2 object in the middle
@@ -105,8 +114,8 @@ def test_object_and_background_colours_average_each_part_of_the_image():
 
 
 def test_variance_shares_tell_class_from_colour():
-    from jepa_lite.data import make_shapes
-    from jepa_lite.evaluate import variance_shares
+    from jepa_lite.data.datasets import make_shapes
+    from jepa_lite.evaluation.probes import variance_shares
 
     train, test = make_shapes(400, seed=1), make_shapes(300, seed=1, start_index=10_000)
 

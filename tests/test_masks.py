@@ -1,4 +1,5 @@
-"""Tests for jepa_lite.masks and jepa_lite.mask_coverage: invariants, seeding, block statistics, coverage and position bias."""
+"""Tests for jepa_lite.core.masks and jepa_lite.core.mask_coverage: invariants, seeding, block statistics,
+coverage and position bias."""
 
 from __future__ import annotations
 
@@ -12,14 +13,14 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jepa_lite.masks import (
+from jepa_lite.core.mask_coverage import expected_block_coverage, sample_reference_style
+from jepa_lite.core.masks import (
     MaskConfig,
     Masks,
     MaskSampler,
     block_size_table,
     default_mask_config,
 )
-from jepa_lite.mask_coverage import expected_block_coverage, sample_reference_style
 
 STRATEGIES = ["multiblock", "random", "single_block", "raster"]
 PLACEMENTS = ["inside", "torus"]
@@ -407,6 +408,7 @@ aspect_pair = st.tuples(st.floats(0.2, 3.0), st.floats(1.0, 3.0), st.integers(0,
     lambda p: broken((p[0], p[0] * p[1]), p[2]))
 
 
+@pytest.mark.slow                          # 1500 examples: ~25 s
 @settings(max_examples=1500, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow])
 @given(

@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from jepa_lite.metrics import IntervalMeter, LiveMetrics, collapse_warning
-from jepa_lite.schedules import BudgetLength
+from jepa_lite.engine.metrics import IntervalMeter, LiveMetrics, collapse_warning
+from jepa_lite.engine.schedules import BudgetLength
 
 
 def step_result(loss, batch=4, tokens=None, **parts):

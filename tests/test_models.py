@@ -1,9 +1,15 @@
 import pytest
 import torch
 
-from jepa_lite.model_sizes import IJEPA_SIZES, MODEL_SIZES, model_configs
-from jepa_lite.models import (Predictor, PredictorConfig, ViTConfig, VisionTransformer, gather_tokens,
-                              sincos_pos_embed_2d)
+from jepa_lite.core.model_sizes import IJEPA_SIZES, MODEL_SIZES, model_configs
+from jepa_lite.core.models import (
+    Predictor,
+    PredictorConfig,
+    VisionTransformer,
+    ViTConfig,
+    gather_tokens,
+    sincos_pos_embed_2d,
+)
 
 
 def tiny_encoder(**overrides) -> VisionTransformer:

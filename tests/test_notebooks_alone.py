@@ -17,8 +17,9 @@ import pytest
 
 nbformat = pytest.importorskip("nbformat")
 pytest.importorskip("nbclient")
+pytestmark = pytest.mark.notebook        # executes course notebooks; `make test-fast` leaves them out
 
-from jepa_lite.course import ROOT_ENV, SHIPPED_CHECKPOINT, repo_root  # noqa: E402
+from jepa_lite.course.profiles import ROOT_ENV, SHIPPED_CHECKPOINT, repo_root  # noqa: E402
 
 NOTEBOOKS = {
     "06_what_it_learned.ipynb": SHIPPED_CHECKPOINT,
@@ -48,7 +49,8 @@ def _environment(copy: Path) -> dict:
 
 
 def test_the_course_uses_the_copy(fresh_copy):
-    where = subprocess.run([sys.executable, "-c", "from jepa_lite.course import repo_root; print(repo_root())"],
+    code = "from jepa_lite.course.profiles import repo_root; print(repo_root())"
+    where = subprocess.run([sys.executable, "-c", code],
                            env=_environment(fresh_copy), capture_output=True, text=True, check=True).stdout
     assert Path(where.strip()) == fresh_copy.resolve(), where
 

@@ -3,9 +3,17 @@ import math
 import pytest
 import torch
 
-from jepa_lite.models import Predictor, PredictorConfig, ViTConfig, VisionTransformer
-from jepa_lite.objective import (JEPA, across_image_share, ema_momentum, ema_update, embedding_loss, embedding_std,
-                                 normalize_targets, rankme)
+from jepa_lite.core.models import Predictor, PredictorConfig, VisionTransformer, ViTConfig
+from jepa_lite.core.objective import (
+    JEPA,
+    across_image_share,
+    ema_momentum,
+    ema_update,
+    embedding_loss,
+    embedding_std,
+    normalize_targets,
+    rankme,
+)
 
 
 def test_l2_loss_is_mean_squared_distance():
@@ -177,8 +185,8 @@ def test_bad_mode():
 # ---------------------------------------------------------------------------------------------
 # the pixel objectives ("pixels": a masked autoencoder on JEPA's masks, "both")
 
-from jepa_lite.models import PatchEmbed  # noqa: E402
-from jepa_lite.objective import OBJECTIVES, normalize_patches, patchify, pixel_loss, unpatchify  # noqa: E402
+from jepa_lite.core.models import PatchEmbed  # noqa: E402
+from jepa_lite.core.objective import OBJECTIVES, normalize_patches, patchify, pixel_loss, unpatchify  # noqa: E402
 
 
 def test_patchify_token_order_matches_the_encoders_and_unpatchify_inverts_it():

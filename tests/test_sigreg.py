@@ -1,14 +1,14 @@
-"""SIGReg (jepa_lite.sigreg) and the engine's target mode "sigreg"."""
+"""SIGReg (jepa_lite.core.sigreg) and the engine's target mode "sigreg"."""
 import math
 
 import pytest
 import torch
 
-from jepa_lite.checkpoint import jepa_from_checkpoint, load_checkpoint
-from jepa_lite.config import TrainConfig
-from jepa_lite.data import make_shapes
-from jepa_lite.sigreg import epps_pulley, quadrature, random_directions, sigreg
-from jepa_lite.train import Trainer, train
+from jepa_lite.core.sigreg import epps_pulley, quadrature, random_directions, sigreg
+from jepa_lite.data.datasets import make_shapes
+from jepa_lite.engine.checkpoint import jepa_from_checkpoint, load_checkpoint
+from jepa_lite.engine.config import TrainConfig
+from jepa_lite.engine.train import Trainer, train
 
 TINY = dict(model="micro", batch_size=16, log_every=1, device="cpu", image_size=16, patch_size=2,
             warmup_steps=2, checkpoint_every_minutes=100.0, workers=1, target_mode="sigreg")

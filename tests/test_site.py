@@ -29,6 +29,8 @@ SHOTS = REPO / "build" / "browser"
 COLAB = "https://colab.research.google.com/github/jepa-lite/jepa-lite/blob/main/notebooks/"
 BINDER = "https://mybinder.org/v2/gh/jepa-lite/jepa-lite/main?urlpath=lab/tree/notebooks/"
 
+pytestmark = pytest.mark.site            # builds the website; `make test-fast` leaves it out
+
 pytest.importorskip("sphinx", reason="the site extra is not installed (pip install -e '.[site]')")
 pytest.importorskip("myst_nb", reason="the site extra is not installed (pip install -e '.[site]')")
 
@@ -93,7 +95,7 @@ def test_every_notebook_has_a_page_in_the_course_order(site):
 
 
 def test_solutions_are_folded_and_only_they(site):
-    """Each exercise's solution cell (tagged `hide-input` by jepa_lite.student.hide_solutions) shows its code
+    """Each exercise's solution cell (tagged `hide-input` by jepa_lite.course.student.hide_solutions) shows its code
     only under a toggle; every other code cell shows its code."""
     folded = re.compile(r'<details class="[^"]*\bhide above-input\b[^"]*">.*?</details>', re.DOTALL)
     for nb in NOTEBOOKS:

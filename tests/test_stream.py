@@ -1,4 +1,4 @@
-"""Streaming image folders (jepa_lite.stream): the same batches, crops, masks and losses as the
+"""Streaming image folders (jepa_lite.data.stream): the same batches, crops, masks and losses as the
 in-memory path, exact resume, and the choice between the two."""
 import json
 
@@ -6,10 +6,10 @@ import pytest
 import torch
 from PIL import Image
 
-from jepa_lite import stream
-from jepa_lite.config import TrainConfig
-from jepa_lite.data import make_shapes
-from jepa_lite.train import Trainer, train
+from jepa_lite.data import stream
+from jepa_lite.data.datasets import make_shapes
+from jepa_lite.engine.config import TrainConfig
+from jepa_lite.engine.train import Trainer, train
 
 QUIET = dict(progress=False, log=lambda *a: None)
 RUN = dict(model="micro", batch_size=16, patch_size=2, log_every=1, device="cpu", warmup_steps=2, workers=1,
@@ -51,7 +51,7 @@ def test_streamed_run_resumes_exactly(tmp_path, folder):
 
 def test_large_folders_stream_by_default_and_say_so(tmp_path, folder, monkeypatch):
     monkeypatch.setattr(stream, "STREAM_ABOVE_BYTES", 0)
-    import jepa_lite.train_data as train_data
+    import jepa_lite.engine.train_data as train_data
     monkeypatch.setattr(train_data, "STREAM_ABOVE_BYTES", 0)
     said = []
     trainer = Trainer(TrainConfig(data=folder, steps=2, **RUN), tmp_path / "auto", progress=False, log=said.append)

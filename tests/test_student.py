@@ -1,4 +1,4 @@
-"""Student notebooks (jepa_lite.student, `make student`): the converter, the hiding convention, and
+"""Student notebooks (jepa_lite.course.student, `make student`): the converter, the hiding convention, and
 both directions of every check: it fails on the student version and passes on the teacher's.
 
 The slow part, `test_both_directions[NN]`, executes each course notebook once (the "test" profile,
@@ -18,9 +18,20 @@ import pytest
 nbformat = pytest.importorskip("nbformat")
 
 from jepa_lite.cli import main  # noqa: E402
-from jepa_lite.student import (BEGIN, END, TITLE, NotebookConventionError, exercises, hide_solutions,  # noqa: E402
-                               is_check, is_solution, stub_source, student_notebook, teacher_notebooks,
-                               write_student_notebooks)
+from jepa_lite.course.student import (  # noqa: E402
+    BEGIN,
+    END,
+    TITLE,
+    NotebookConventionError,
+    exercises,
+    hide_solutions,
+    is_check,
+    is_solution,
+    stub_source,
+    student_notebook,
+    teacher_notebooks,
+    write_student_notebooks,
+)
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = teacher_notebooks(NOTEBOOKS_DIR)
@@ -55,7 +66,7 @@ def test_the_converter_replaces_every_solution_and_keeps_every_check(path):
     checks = {e.check for e in found}
     assert checks == {i for i, c in enumerate(teacher.cells) if is_check(c)}, "a check cell outside an exercise"
     for exercise in found:
-        for k, i in enumerate(exercise.solutions):
+        for i in exercise.solutions:
             before, after = teacher.cells[i], student.cells[i]
             stub = f'raise NotImplementedError("Exercise {exercise.number}'
             assert stub in after.source, f"{path.name} cell {i}: no stub"
@@ -76,7 +87,8 @@ def test_the_converter_replaces_every_solution_and_keeps_every_check(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name[:2])
 def test_committed_solutions_are_hidden_and_keep_their_nbval_markers(path):
     teacher = _read(path)
-    assert hide_solutions(copy.deepcopy(teacher)) == 0, f"{path.name}: run jepa_lite.student.hide_solutions_in_place"
+    assert hide_solutions(copy.deepcopy(teacher)) == 0, \
+        f"{path.name}: run jepa_lite.course.student.hide_solutions_in_place"
     for i, cell in enumerate(teacher.cells):
         if is_check(cell):
             assert not cell.outputs, f"{path.name} cell {i}: a check cell must print nothing (nbval compares outputs)"
@@ -110,7 +122,8 @@ def _bound_names(source: str) -> set[str]:
             names.add("*")
         elif isinstance(node, ast.Call) and (
                 (isinstance(node.func, ast.Name) and node.func.id == "exec")
-                or (isinstance(node.func, ast.Attribute) and node.func.attr == "update" and is_globals(node.func.value))):
+                or (isinstance(node.func, ast.Attribute) and node.func.attr == "update"
+                    and is_globals(node.func.value))):
             names.add("*")
     return names
 
@@ -127,7 +140,8 @@ def _guard(check_source: str):
 
     def in_globals(node):
         return (isinstance(node, ast.Compare) and len(node.ops) == 1 and isinstance(node.ops[0], ast.In)
-                and isinstance(node.comparators[0], ast.Call) and getattr(node.comparators[0].func, "id", "") == "globals")
+                and isinstance(node.comparators[0], ast.Call)
+                and getattr(node.comparators[0].func, "id", "") == "globals")
 
     if in_globals(first) and isinstance(first.left, ast.Constant):
         return "names", {first.left.value}
@@ -291,13 +305,15 @@ def test_the_two_directions_catch_a_check_that_cannot_fail_and_one_that_cannot_p
                    "### Exercise 2", _code("# Solution\nother = 2", "solution"),
                    _code('assert base == 10, "Exercise 2: always true"', "check"),
                    "### Exercise 3", _code("# Solution\nthird = 3", "solution"),
-                   _code('assert "third" in globals() and third == 4, "Exercise 3: wrong on the teacher side"', "check"))
+                   _code('assert "third" in globals() and third == 4, "Exercise 3: wrong on the teacher side"',
+                         "check"))
     problems = _both_directions(nb, "toy.ipynb", tmp_path)
     assert len(problems) == 2, problems
     assert problems[0].startswith("check of exercise 2 (cell 6) on the student version: no error")
     assert problems[1].startswith("teacher cell 9: AssertionError: Exercise 3: wrong on the teacher side")
 
 
+@pytest.mark.notebook
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name[:2])
 def test_both_directions(path, monkeypatch):
     """Every check fails on the student version (with its own message) and passes on the teacher's."""

@@ -5,12 +5,12 @@ import math
 import pytest
 import torch
 
-from jepa_lite.data import batch_indices, make_shapes
-from jepa_lite.build import param_groups
-from jepa_lite.checkpoint import CHECKPOINT_NAME, jepa_from_checkpoint, load_checkpoint, save_atomic
-from jepa_lite.config import TrainConfig
-from jepa_lite.schedules import lr_at, warmup_length, weight_decay_at
-from jepa_lite.train import Trainer, train
+from jepa_lite.data.datasets import batch_indices, make_shapes
+from jepa_lite.engine.build import param_groups
+from jepa_lite.engine.checkpoint import CHECKPOINT_NAME, jepa_from_checkpoint, load_checkpoint, save_atomic
+from jepa_lite.engine.config import TrainConfig
+from jepa_lite.engine.schedules import lr_at, warmup_length, weight_decay_at
+from jepa_lite.engine.train import Trainer, train
 
 TINY = dict(model="micro", batch_size=16, log_every=1, device="cpu", image_size=16, patch_size=2,
             warmup_steps=2, checkpoint_every_minutes=100.0)
@@ -49,7 +49,7 @@ def test_a_config_is_a_frozen_value_that_replace_changes_and_resolve_fills_once(
 
 
 def test_the_paper_recipe_is_the_reference_codes_settings():
-    from jepa_lite.config import FAST_DEVIATIONS, RECIPES
+    from jepa_lite.engine.config import FAST_DEVIATIONS, RECIPES
 
     paper = TrainConfig(recipe="paper", steps=300).resolve()
     assert (paper.target_norm, paper.shared_context, paper.hflip, paper.grad_clip) == ("layer", False, False, 0.0)

@@ -1,0 +1,50 @@
+"""The named model sizes: the course's trainable sizes (MODEL_SIZES) and the architectures of Meta's
+released I-JEPA checkpoints (IJEPA_SIZES), as keyword arguments of jepa_lite.core.models' ViTConfig and
+PredictorConfig; model_configs(name) builds both configs.
+
+    model_configs("tiny")                      -> (ViTConfig, PredictorConfig)
+    model_configs("micro", image_size=64)      -> the overrides apply to the encoder
+"""
+from __future__ import annotations
+
+from jepa_lite.core.models import PredictorConfig, ViTConfig
+
+# Named sizes. "micro" exists for fast tests; "tiny"/"small" suit 32 px images with patch 4 (an 8x8 grid);
+# "vit_s_96" and "vit_b_224" follow the usual ViT-S/ViT-B shapes for STL-10 (96 px) and ImageNet-size images.
+MODEL_SIZES: dict[str, tuple[dict, dict]] = {
+    "micro":     (dict(embed_dim=32, depth=2, num_heads=2), dict(embed_dim=16, depth=1, num_heads=2)),  # tests
+    "tiny":      (dict(embed_dim=64, depth=4, num_heads=4), dict(embed_dim=32, depth=2, num_heads=4)),  # CPU default
+    "small":     (dict(embed_dim=128, depth=4, num_heads=4), dict(embed_dim=64, depth=3, num_heads=4)),
+    "base":      (dict(embed_dim=192, depth=6, num_heads=6), dict(embed_dim=96, depth=4, num_heads=6)),
+    "vit_s_96":  (dict(image_size=96, patch_size=8, embed_dim=384, depth=12, num_heads=6),
+                  dict(embed_dim=192, depth=6, num_heads=6)),
+    "vit_b_224": (dict(image_size=224, patch_size=16, embed_dim=768, depth=12, num_heads=12),
+                  dict(embed_dim=384, depth=6, num_heads=12)),
+}
+
+# The architectures of Meta's released I-JEPA checkpoints (facebookresearch/ijepa; Hugging Face
+# facebook/ijepa_vith14_1k, ..._vith14_22k, ..._vith16_1k (448 px), ..._vitg16_22k), for loading them with
+# jepa_lite.interop.meta. Kept out of MODEL_SIZES (the course's trainable sizes, which the notebooks tabulate and
+# build); model_configs accepts both. Predictors: 384 wide, encoder's head count, depth from the configs, and
+# the encoders' LayerNorm eps and sin-cos layout.
+_REFERENCE = dict(norm_eps=1e-6, pos_embed_order="col_row")
+IJEPA_SIZES: dict[str, tuple[dict, dict]] = {
+    "vit_h14_224": (dict(image_size=224, patch_size=14, embed_dim=1280, depth=32, num_heads=16, **_REFERENCE),
+                    dict(embed_dim=384, depth=12, num_heads=16, **_REFERENCE)),  # IN-1K 300 ep and IN-22K 66 ep
+    "vit_h16_448": (dict(image_size=448, patch_size=16, embed_dim=1280, depth=32, num_heads=16, **_REFERENCE),
+                    dict(embed_dim=384, depth=12, num_heads=16, **_REFERENCE)),  # IN-1K 300 ep at 448 px
+    "vit_g16_224": (dict(image_size=224, patch_size=16, embed_dim=1408, depth=40, num_heads=16,
+                         mlp_ratio=48 / 11, **_REFERENCE),              # MLP hidden 6144
+                    dict(embed_dim=384, depth=16, num_heads=16, **_REFERENCE)),  # IN-22K 44 ep
+}
+
+
+def model_configs(name: str, **overrides) -> tuple[ViTConfig, PredictorConfig]:
+    """Encoder and predictor configs for a named size; `overrides` apply to the encoder
+    (e.g. image_size=64). Raises ValueError for an unknown name."""
+    sizes = {**MODEL_SIZES, **IJEPA_SIZES}
+    if name not in sizes:
+        raise ValueError(f"unknown model size {name!r}; valid: {sorted(MODEL_SIZES)} "
+                         f"and the released I-JEPA sizes {sorted(IJEPA_SIZES)}")
+    encoder_kwargs, predictor_kwargs = sizes[name]
+    return ViTConfig(**{**encoder_kwargs, **overrides}), PredictorConfig(**predictor_kwargs)

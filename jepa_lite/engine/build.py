@@ -1,0 +1,74 @@
+"""Building a run's networks from its config: the encoder registry, the JEPA module, the mask config
+and AdamW's parameter groups."""
+from __future__ import annotations
+
+from dataclasses import asdict, fields, replace
+
+import torch.nn as nn
+
+from jepa_lite.core.cnn import CNNConfig, ConvEncoder, cnn_config_from_size
+from jepa_lite.core.masks import MaskConfig, default_mask_config
+from jepa_lite.core.model_sizes import model_configs
+from jepa_lite.core.models import Predictor, PredictorConfig, VisionTransformer, ViTConfig
+from jepa_lite.core.objective import JEPA
+from jepa_lite.engine.config import TrainConfig
+
+# Encoder architectures the engine can build: name -> (config class, module class). Any module
+# keeping the encoder contract (models.py docstring) can be added here.
+ENCODERS: dict[str, tuple[type, type]] = {
+    "vit": (ViTConfig, VisionTransformer),
+    "cnn": (CNNConfig, ConvEncoder),
+}
+
+
+def encoder_kind(encoder_config) -> str:
+    """The ENCODERS name of an encoder config ("vit" for a ViTConfig, "cnn" for a CNNConfig)."""
+    for name, (config_class, _) in ENCODERS.items():
+        if isinstance(encoder_config, config_class):
+            return name
+    raise ValueError(f"no encoder for a {type(encoder_config).__name__}; valid configs: "
+                     f"{[c.__name__ for c, _ in ENCODERS.values()]}")
+
+
+def build_encoder(encoder_config) -> nn.Module:
+    """A ViTConfig -> VisionTransformer, a CNNConfig -> ConvEncoder (see ENCODERS)."""
+    return ENCODERS[encoder_kind(encoder_config)][1](encoder_config)
+
+
+def build_jepa(encoder_config: ViTConfig | CNNConfig, predictor_config: PredictorConfig, target_mode: str = "ema",
+               loss: str = "smooth_l1", objective: str = "jepa", pixel_weight: float = 1.0,
+               target_norm: str = "instance", sigreg_weight: float = 0.02, sigreg_on: str = "pooled") -> JEPA:
+    encoder = build_encoder(encoder_config)
+    predictor = Predictor(predictor_config, encoder.embed_dim, encoder.grid_size)
+    patch_dim = encoder_config.in_channels * encoder_config.patch_size ** 2
+    return JEPA(encoder, predictor, target_mode=target_mode, loss=loss, objective=objective,
+                patch_dim=patch_dim, pixel_weight=pixel_weight, target_norm=target_norm,
+                sigreg_weight=sigreg_weight, sigreg_on=sigreg_on)
+
+
+def configs_for(config: TrainConfig, image_size: int) -> tuple[ViTConfig | CNNConfig, PredictorConfig, MaskConfig]:
+    """The encoder, predictor and mask configs of a run. encoder="cnn" takes the token width D of
+    the named model size (and its predictor) and builds cnn.CNNConfig with the same patch grid."""
+    config = config.resolve()
+    encoder_config, predictor_config = model_configs(config.model, image_size=image_size,
+                                                     patch_size=config.patch_size,
+                                                     drop_path=config.drop_path)
+    if config.encoder == "cnn":
+        encoder_config = cnn_config_from_size(encoder_config.embed_dim, image_size, config.patch_size)
+    predictor_config = replace(predictor_config, shared_context=config.shared_context)
+    mask_config = default_mask_config(encoder_config.grid_size, floor_tokens=config.floor_mask_tokens)
+    unknown = set(config.mask) - {f.name for f in fields(MaskConfig)}
+    if unknown:
+        raise ValueError(f"unknown mask options {sorted(unknown)}; valid: {[f.name for f in fields(MaskConfig)]}")
+    mask_config = MaskConfig(**{**asdict(mask_config), **config.mask})
+    return encoder_config, predictor_config, mask_config
+
+
+def param_groups(model: nn.Module) -> list[dict]:
+    """AdamW groups: weight decay on matrices only, none on biases and 1-D (norm) parameters."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+    return [{"params": decay, "apply_wd": True}, {"params": no_decay, "apply_wd": False, "weight_decay": 0.0}]

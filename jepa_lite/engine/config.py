@@ -1,0 +1,287 @@
+"""What a pretraining run does: TrainConfig, and the named recipes that fill in what it leaves open.
+
+A TrainConfig is a frozen value. A field left as None means "what the recipe (or the data set,
+or the model size) says"; `resolve()` returns a new TrainConfig with every such field filled in,
+once, and the Trainer only ever sees resolved configs. Nothing is rewritten after construction,
+so `dataclasses.replace(config, data="cifar10")` takes CIFAR-10's batch size and
+`replace(TrainConfig(), steps=500)` is a 500-step run.
+
+Two recipes (`--recipe`):
+- "paper": every setting of the I-JEPA reference code (facebookresearch/ijepa, its ImageNet
+  configs): per-block predictor passes, layer-normed targets, EMA 0.996 -> 1.0, lr warm-up from
+  2e-4 to 1e-3 over 40 of 300 epochs then cosine to 1e-6, weight decay 0.04 -> 0.4 (cosine),
+  AdamW's default betas, no gradient clipping, crops of 30-100% of the image, no flip, and block
+  sizes floored to whole tokens as its sampler does. Its batch of 2048 is left to the data set's
+  default (set --batch-size to match it).
+- "fast": the course's short-run recipe. Each setting where it leaves the paper is in
+  FAST_DEVIATIONS with the reason, measured where a measurement exists (docs/results.md).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+from jepa_lite.core.objective import LOSSES, OBJECTIVES, SIGREG_ON, TARGET_MODES, TARGET_NORMS
+from jepa_lite.data.augment import COLOUR_VIEWS
+from jepa_lite.data.datasets import SHAPES_SPECS
+from jepa_lite.engine.device import PRECISIONS
+
+LR_SCHEDULES = ("cosine", "constant")
+ENCODER_NAMES = ("vit", "cnn")
+
+# Settings that depend on the data set: the shapes' objects fill much of a 32 px image, so strong
+# crops cut them away, and smaller batches give a 5-minute CPU run more updates (docs/results.md).
+# Real photos (CIFAR-10 and image folders) use the usual I-JEPA crops.
+DATA_DEFAULTS = {
+    "shapes": {"batch_size": 128, "crop_scale": (0.7, 1.0)},
+    "other": {"batch_size": 256, "crop_scale": (0.3, 1.0)},
+}
+
+PAPER = {
+    "lr": 1e-3, "start_lr": 2e-4, "min_lr": 1e-6, "lr_schedule": "cosine", "warmup_fraction": 40 / 300,
+    "warmup_steps": 0, "weight_decay": 0.04, "final_weight_decay": 0.4, "betas": (0.9, 0.999),
+    "grad_clip": 0.0, "ema_start": 0.996, "ema_end": 1.0, "target_norm": "layer", "shared_context": False,
+    "hflip": False, "crop_scale": (0.3, 1.0), "floor_mask_tokens": True,
+}
+
+FAST = {
+    "lr": 3e-3, "start_lr": 0.0, "min_lr": 1e-5, "lr_schedule": "constant", "warmup_fraction": 0.0,
+    "warmup_steps": 100, "weight_decay": 0.1, "final_weight_decay": 0.1, "betas": (0.9, 0.95),
+    "grad_clip": 1.0, "ema_start": 0.98, "ema_end": 0.98, "target_norm": "instance", "shared_context": True,
+    "hflip": True, "crop_scale": None, "floor_mask_tokens": False,      # crop_scale None: per data set
+}
+
+RECIPES = {"paper": PAPER, "fast": FAST}
+
+# Why "fast" leaves the paper, setting by setting (700-1200-step runs unless said otherwise).
+FAST_DEVIATIONS = {
+    "target_norm": "instance-normed targets: shapes 34.2% -> 44.1% and CIFAR-10 42.6% -> 47.4% at 700 steps",
+    "ema_start": "EMA 0.98 flat (with instance targets): shapes 44.1% -> 47.2%, CIFAR-10 47.4% -> 49.2% "
+                 "(0.96 was worse: 42.1%)",
+    "ema_end": "flat, see ema_start",
+    "lr_schedule": "flat lr and weight decay after the warm-up: 32.7% -> 40.4% on shapes at 1180 steps",
+    "min_lr": "unused by a flat lr",
+    "start_lr": "the warm-up starts at 0: not measured separately",
+    "weight_decay": "flat at 0.1 (with the flat lr above)",
+    "final_weight_decay": "flat, see weight_decay",
+    "warmup_fraction": "see warmup_steps",
+    "crop_scale": "shapes: crops of 70-100% (strong crops cut the objects away): +5 points with smaller batches",
+    "shared_context": "one predictor pass for all target blocks: fewer FLOPs per step (notebook 03 measures them)",
+    "warmup_steps": "100 steps (at most a tenth of the run) instead of 40 of 300 epochs: short runs",
+    "lr": "3e-3 peak: on shapes-mono at 1000 steps it beat 1.5e-3 and 4.5e-3 (docs/results.md)",
+    "betas": "AdamW betas (0.9, 0.95): not measured separately",
+    "grad_clip": "gradient clipping at 1.0: not measured separately",
+    "hflip": "horizontal flips: not measured separately",
+    "floor_mask_tokens": "block sizes rounded from s * N instead of floored: not measured separately",
+}
+
+
+def data_defaults(data: str) -> dict:
+    """The per-data-set values of the fields the recipe leaves to the data set."""
+    return DATA_DEFAULTS["shapes" if data in SHAPES_SPECS else "other"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every knob of a pretraining run. Length: one of steps, epochs or budget_minutes (none: a
+    5-minute budget). None elsewhere: the recipe's value (RECIPES), the data set's (DATA_DEFAULTS)
+    or the model size's (patch_size). `resolve()` fills them in."""
+    recipe: str = "fast"                   # "fast" | "paper" (RECIPES)
+    data: str = "shapes-mono"             # the course's data set (course.profiles.PROFILES), offline
+    data_root: str = "data"
+    max_train_images: int | None = None
+    model: str = "tiny"
+    encoder: str = "vit"                   # "vit" | "cnn": the architecture of f_theta / g_phi
+    image_size: int | None = None          # default: the data set's own size
+    patch_size: int | None = None          # default: the model size's own (4 for the course's sizes)
+    drop_path: float = 0.0
+    shared_context: bool | None = None     # predictor: one pass for all target blocks (models.py)
+    # length
+    steps: int | None = None
+    epochs: float | None = None
+    budget_minutes: float | None = None
+    batch_size: int | None = None          # default: per data set
+    # optimisation (None: the recipe's)
+    lr: float | None = None
+    start_lr: float | None = None          # the warm-up starts here
+    min_lr: float | None = None            # the end of the cosine schedule
+    lr_schedule: str | None = None         # after the warm-up: "constant" | "cosine" (decay to min_lr)
+    warmup_steps: int | None = None        # at most a tenth of the run; one of these two is 0 (the
+    warmup_fraction: float | None = None   # one given alone wins over the recipe's other)
+    weight_decay: float | None = None
+    final_weight_decay: float | None = None    # weight decay moves on a cosine from weight_decay to this
+    betas: tuple[float, float] | None = None   # AdamW
+    grad_clip: float | None = None         # max gradient norm; 0 = no clipping
+    ema_start: float | None = None         # EMA momentum moves linearly from ema_start to ema_end
+    ema_end: float | None = None
+    loss: str = "smooth_l1"
+    target_norm: str | None = None         # "instance" | "layer" (the paper's) | "none"
+    target_mode: str = "ema"               # "ema" (the paper) | "joint" (collapses) | "sigreg" (LeJEPA)
+    sigreg_weight: float = 0.02            # "sigreg": loss = (1 - w) * prediction + w * SIGReg
+    sigreg_on: str = "pooled"              # "sigreg": each image's mean token, or one random token per image
+    objective: str = "jepa"                # "jepa" (embeddings) | "pixels" (masked autoencoder) | "both"
+    pixel_weight: float = 1.0              # "both": loss = embedding loss + pixel_weight * pixel loss
+    # masks and augmentation
+    mask: dict = field(default_factory=dict)      # overrides of default_mask_config's fields
+    floor_mask_tokens: bool | None = None  # block sizes floored to whole tokens (the reference's sampler)
+    crop_scale: tuple[float, float] | None = None    # random-resized-crop area range
+    hflip: bool | None = None
+    # "same": both encoders see the same colours (the paper); "target": the target encoder sees the
+    # picture with its colours scrambled (augment.scramble_colours), so a colour is no longer a target
+    # the predictor can guess from the context; "both": each encoder sees its own scrambled colours
+    colour_views: str = "same"
+    # data loading: stream image folders from disk (DataLoader workers) instead of decoding them into
+    # memory; None: stream when the decoded folder would exceed stream.STREAM_ABOVE_BYTES
+    stream: bool | None = None
+    loader_workers: int | None = None      # streaming: decoding processes (default: half the usable CPUs, 1..8)
+    # machinery
+    seed: int = 0
+    device: str = "auto"
+    amp: str = "auto"                      # "auto" (by capability, device.py), "bf16", "fp16", "fp32"
+    compile: bool = False
+    workers: int = 0                       # CPU processes sharing each batch (distributed.py); 0 = auto
+    log_every: int = 25
+    checkpoint_every_minutes: float = 2.0
+
+    def __post_init__(self) -> None:
+        """Checks only: a bad value is a ValueError naming it and the valid range."""
+        def choose(name, value, valid):
+            if value is not None and value not in valid:
+                raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
+        choose("recipe", self.recipe, tuple(RECIPES))
+        choose("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        choose("loss", self.loss, LOSSES)
+        choose("target_mode", self.target_mode, TARGET_MODES)
+        choose("target_norm", self.target_norm, TARGET_NORMS)
+        choose("objective", self.objective, OBJECTIVES)
+        choose("sigreg_on", self.sigreg_on, SIGREG_ON)
+        choose("encoder", self.encoder, ENCODER_NAMES)
+        choose("colour_views", self.colour_views, COLOUR_VIEWS)
+        choose("amp", self.amp, PRECISIONS + ("none",))     # "none": the name older configs used for fp32
+        lengths = [x for x in (self.steps, self.epochs, self.budget_minutes) if x is not None]
+        if len(lengths) > 1:
+            raise ValueError(f"give only one of steps ({self.steps}), epochs ({self.epochs}) "
+                             f"and budget_minutes ({self.budget_minutes})")
+        positive = {"steps": self.steps, "epochs": self.epochs, "budget_minutes": self.budget_minutes,
+                    "batch_size": self.batch_size, "lr": self.lr, "pixel_weight": self.pixel_weight,
+                    "patch_size": self.patch_size, "log_every": self.log_every}
+        for name, value in positive.items():
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be > 0, got {value}")
+        at_least_zero = {"min_lr": self.min_lr, "start_lr": self.start_lr, "warmup_steps": self.warmup_steps,
+                         "weight_decay": self.weight_decay, "final_weight_decay": self.final_weight_decay,
+                         "grad_clip": self.grad_clip, "workers": self.workers,
+                         "loader_workers": self.loader_workers}
+        for name, value in at_least_zero.items():
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must be >= 0{' (0 = auto)' if name == 'workers' else ''}, got {value}")
+        if self.warmup_fraction is not None and not 0 <= self.warmup_fraction < 1:
+            raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+        if self.warmup_fraction and self.warmup_steps:
+            raise ValueError(f"give only one warm-up: warmup_steps ({self.warmup_steps}) or warmup_fraction "
+                             f"({self.warmup_fraction}); set the other to 0")
+        for name in ("ema_start", "ema_end"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
+        if self.betas is not None and not (len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas)):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
+        if self.crop_scale is not None and not (len(self.crop_scale) == 2
+                                                and 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1):
+            raise ValueError(f"crop_scale must satisfy 0 < min <= max <= 1, got {self.crop_scale}")
+        if not 0 < self.sigreg_weight < 1:
+            raise ValueError(f"sigreg_weight must be in (0, 1), got {self.sigreg_weight}")
+        if self.target_mode == "sigreg" and self.objective != "jepa":
+            raise ValueError(f"target_mode 'sigreg' regularises the embedding objective (objective='jepa'), "
+                             f"got objective={self.objective!r}")
+        if not 0 <= self.drop_path < 1:
+            raise ValueError(f"drop_path must be in [0, 1), got {self.drop_path}")
+        if self.stream and not self.data.startswith("imagefolder:"):
+            raise ValueError(f"stream=True reads image folders (--data imagefolder:PATH); {self.data!r} is held in "
+                             f"memory")
+        if self.encoder == "cnn" and self.drop_path:
+            raise ValueError(f"drop_path ({self.drop_path}) applies to the vit encoder only; use 0 with encoder='cnn'")
+
+    def resolve(self) -> "TrainConfig":
+        """A new TrainConfig with every None filled in from the recipe, the data set and the model
+        size (resolving a resolved config changes nothing)."""
+        from jepa_lite.core.model_sizes import IJEPA_SIZES, MODEL_SIZES
+        from jepa_lite.core.models import ViTConfig
+
+        recipe = RECIPES[self.recipe]
+        values = {name: value for name, value in recipe.items() if getattr(self, name) is None}
+        if self.warmup_steps and self.warmup_fraction is None:     # warm-up steps asked for: not the recipe's fraction
+            values["warmup_fraction"] = 0.0
+        if self.warmup_fraction and self.warmup_steps is None:     # and the other way round
+            values["warmup_steps"] = 0
+        for name, value in data_defaults(self.data).items():
+            if getattr(self, name) is None and values.get(name) is None:
+                values[name] = value
+        if self.patch_size is None:
+            sizes = {**MODEL_SIZES, **IJEPA_SIZES}
+            if self.model not in sizes:
+                raise ValueError(f"unknown model size {self.model!r}; valid: {sorted(MODEL_SIZES)} "
+                                 f"and the released I-JEPA sizes {sorted(IJEPA_SIZES)}")
+            values["patch_size"] = sizes[self.model][0].get("patch_size", ViTConfig.patch_size)
+        if self.steps is None and self.epochs is None and self.budget_minutes is None:
+            values["budget_minutes"] = 5.0
+        if self.amp == "none":
+            values["amp"] = "fp32"
+        for name in ("crop_scale", "betas"):                 # lists from JSON -> tuples
+            value = values.get(name, getattr(self, name))
+            if value is not None and not isinstance(value, tuple):
+                values[name] = tuple(value)
+        return replace(self, **values) if values else self     # resolved already: the same value
+
+    def changed(self, **given) -> "TrainConfig":
+        """This config with `given` on top, for rerunning a run with changes (`jepa-lite train --config
+        RUN --data ...`). A value a saved run took from its recipe, data set, model size or length is
+        dropped when `given` changes that source, so the new one's value applies: a new recipe
+        brings its own settings, a new data set its batch size and crops, a new model size its patch
+        size, a new length replaces the old one, and warm-up steps replace a warm-up fraction.
+        Everything else, and everything in `given`, is kept."""
+        dropped = []
+        if "recipe" in given and given["recipe"] != self.recipe:
+            dropped += list(RECIPES[self.recipe])
+        if "data" in given and given["data"] != self.data:
+            dropped += list(data_defaults(self.data))
+        if "model" in given and given["model"] != self.model:
+            dropped.append("patch_size")
+        lengths = ("steps", "epochs", "budget_minutes")
+        if any(given.get(name) is not None for name in lengths):
+            dropped += lengths
+        if given.get("warmup_steps"):
+            dropped.append("warmup_fraction")
+        if given.get("warmup_fraction"):
+            dropped.append("warmup_steps")
+        values = {name: None for name in dropped if name not in given}
+        return replace(self, **values, **given)
+
+    @property
+    def resolved(self) -> bool:
+        return all(getattr(self, f.name) is not None for f in fields(self) if f.name in RECIPE_FIELDS)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        """From a saved config (config.json's "train", a checkpoint's "train_config"); keys this
+        version does not know are dropped, and a config saved before recipes existed is "fast"."""
+        known = {f.name for f in fields(cls)}
+        values = {k: (tuple(v) if isinstance(v, list) and k in ("crop_scale", "betas") else v)
+                  for k, v in values.items() if k in known}
+        return cls(**values)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "TrainConfig":
+        """The config of an earlier run: its config.json (or the folder holding it)."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / "config.json"
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise ValueError(f"cannot read a run config from {path}: {error}") from None
+        return cls.from_dict(saved.get("train", saved) if isinstance(saved, dict) else {})
+
+
+RECIPE_FIELDS = tuple(PAPER) + ("batch_size", "patch_size")
