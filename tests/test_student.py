@@ -325,3 +325,23 @@ def test_both_directions(path, monkeypatch):
     monkeypatch.delenv("MPLBACKEND", raising=False)
     problems = _both_directions(teacher, path.name, NOTEBOOKS_DIR)
     assert not problems, f"{path.name}:\n" + "\n".join(problems)
+
+
+def test_a_stub_keeps_the_nbval_tags_of_its_solution_cell():
+    nb = _notebook("### Exercise 3\nDo it.",
+                   _code("#@title Solution (try it yourself first)\nx = 1\nprint(x)", "nbval-ignore-output", "solution"),
+                   _code("assert x == 1, 'Exercise 3: x'", "check"))
+    stub = student_notebook(nb).cells[1]
+    assert stub.source == '# Exercise 3: your code here\nraise NotImplementedError("Exercise 3: your code here")'
+    assert stub.metadata["tags"] == ["nbval-ignore-output", "solution"]
+
+
+def test_lesson_code_cells_start_with_code_not_nbval_comments():
+    """nbval's directives live in cell tags: no code cell of the course carries a `# NBVAL_...` line."""
+    import re
+    marked = []
+    for path in sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb")):
+        for index, cell in enumerate(nbformat.read(path, as_version=4).cells):
+            if cell.cell_type == "code" and re.search(r"^\s*#\s*NBVAL_", cell.source, re.MULTILINE):
+                marked.append(f"{path.name} cell {index}")
+    assert not marked, marked

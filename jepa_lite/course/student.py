@@ -17,9 +17,10 @@ The convention, in the committed (teacher) notebooks:
   tag ``hide-input`` (myst-nb's and Jupyter Book's), which folds the code under a "show" toggle
   and leaves its outputs in view. GitHub's viewer shows every
   cell's source, so there the same first line marks the cell as the solution (``#@title`` is a
-  plain comment to Python), and the check cell after it shows what is expected. nbval's markers
-  (``# NBVAL_IGNORE_OUTPUT``) stay as comment lines in the cell: nbval matches them on any line
-  (nbval.plugin.find_comment_markers), not only the first.
+  plain comment to Python), and the check cell after it shows what is expected. nbval's directives
+  are cell tags (``nbval-ignore-output``, ``nbval-skip``), so code cells start with code; a stub
+  keeps its cell's tags. Comment markers (``# NBVAL_IGNORE_OUTPUT``), which nbval also reads, are
+  kept in a stub if a notebook still has them.
 - Inside a solution cell, nbgrader's markers ``### BEGIN SOLUTION`` / ``### END SOLUTION`` mark
   the part to replace, so that what surrounds it (a function signature the exercise asks for, the
   lines that print the comparison) stays in the student version; a solution cell without markers
