@@ -329,7 +329,8 @@ def test_both_directions(path, monkeypatch):
 
 def test_a_stub_keeps_the_nbval_tags_of_its_solution_cell():
     nb = _notebook("### Exercise 3\nDo it.",
-                   _code("#@title Solution (try it yourself first)\nx = 1\nprint(x)", "nbval-ignore-output", "solution"),
+                   _code("#@title Solution (try it yourself first)\nx = 1\nprint(x)",
+                         "nbval-ignore-output", "solution"),
                    _code("assert x == 1, 'Exercise 3: x'", "check"))
     stub = student_notebook(nb).cells[1]
     assert stub.source == '# Exercise 3: your code here\nraise NotImplementedError("Exercise 3: your code here")'
