@@ -95,8 +95,8 @@ def test_every_notebook_has_a_page_in_the_course_order(site):
 
 
 def test_solutions_are_folded_and_only_they(site):
-    """Each exercise's solution cell (tagged `hide-input` by jepa_lite.course.student.hide_solutions) shows its code
-    only under a toggle; every other code cell shows its code."""
+    """Each exercise's solution cell (tagged `hide-cell` by jepa_lite.course.student.hide_solutions) shows its code
+    and its outputs only under a toggle; every other code cell shows its code."""
     folded = re.compile(r'<details class="[^"]*\bhide above-input\b[^"]*">.*?</details>', re.DOTALL)
     for nb in NOTEBOOKS:
         cells = json.loads(nb.read_text())["cells"]
@@ -107,6 +107,9 @@ def test_solutions_are_folded_and_only_they(site):
         assert len(spans) == solutions > 0, f"{nb.name}: {len(spans)} folded cells for {solutions} solutions"
         assert len(titles) == solutions and all(any(a < t < b for a, b in spans) for t in titles), \
             f"{nb.name}: a solution's code is shown unfolded"
+        with_outputs = sum("solution" in c["metadata"].get("tags", []) and bool(c.get("outputs")) for c in cells)
+        folded_outputs = sum("cell_output" in html[a:b] for a, b in spans)
+        assert folded_outputs == with_outputs, f"{nb.name}: a solution's outputs are shown unfolded"
 
 
 def test_every_internal_link_and_anchor_resolves(site):

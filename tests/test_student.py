@@ -73,8 +73,8 @@ def test_the_converter_replaces_every_solution_and_keeps_every_check(path):
             leaked = [line for line in _solution_code(before.source) if line in after.source.split("\n")]
             assert not leaked, f"{path.name} cell {i}: solution lines left in the student version: {leaked}"
             assert after.outputs == [] and after.execution_count is None
-            assert "cellView" not in after.metadata and "source_hidden" not in after.metadata.get("jupyter", {})
-            assert "hide-input" not in after.metadata.get("tags", [])
+            assert "cellView" not in after.metadata and not after.metadata.get("jupyter", {})
+            assert not {"hide-cell", "hide-input"} & set(after.metadata.get("tags", []))
             assert not after.source.startswith(TITLE)
         check = student.cells[exercise.check]
         assert check.source == teacher.cells[exercise.check].source and is_check(check)
@@ -94,8 +94,10 @@ def test_committed_solutions_are_hidden_and_keep_their_nbval_markers(path):
             assert not cell.outputs, f"{path.name} cell {i}: a check cell must print nothing (nbval compares outputs)"
         if is_solution(cell):
             assert cell.source.startswith(TITLE) and cell.metadata["cellView"] == "form"
-            assert cell.metadata["jupyter"]["source_hidden"] is True
-            assert "hide-input" in cell.metadata["tags"], f"{path.name} cell {i}: the website would show the solution"
+            assert cell.metadata["jupyter"] == {"source_hidden": True, "outputs_hidden": True}, \
+                f"{path.name} cell {i}: JupyterLab would show the solution or its answer"
+            assert "hide-cell" in cell.metadata["tags"] and "hide-input" not in cell.metadata["tags"], \
+                f"{path.name} cell {i}: the website would show the solution's answer"
 
 
 def _bound_names(source: str) -> set[str]:
@@ -197,8 +199,9 @@ def test_hiding_is_idempotent_and_keeps_nbval_markers_as_comment_lines():
     assert hide_solutions(nb) == 1
     hidden = nb.cells[1]
     assert hidden.source == "#@title Solution (try it yourself first)\n# NBVAL_IGNORE_OUTPUT\nx = 1\nprint(x)"
-    assert hidden.metadata["jupyter"] == {"source_hidden": True} and hidden.metadata["cellView"] == "form"
-    assert hidden.metadata["tags"] == ["solution", "hide-input"]
+    assert hidden.metadata["jupyter"] == {"source_hidden": True, "outputs_hidden": True}
+    assert hidden.metadata["cellView"] == "form"
+    assert hidden.metadata["tags"] == ["solution", "hide-cell"]
     assert hide_solutions(nb) == 0 and nb.cells[1].source == hidden.source
     pytest.importorskip("nbval")
     from nbval.plugin import find_comment_markers
@@ -346,3 +349,12 @@ def test_lesson_code_cells_start_with_code_not_nbval_comments():
             if cell.cell_type == "code" and re.search(r"^\s*#\s*NBVAL_", cell.source, re.MULTILINE):
                 marked.append(f"{path.name} cell {index}")
     assert not marked, marked
+
+
+def test_hiding_moves_an_earlier_hide_input_tag_to_hide_cell():
+    nb = _notebook("### Exercise 1\nDo it.",
+                   _code("#@title Solution (try it yourself first)\nx = 1", "solution", "hide-input"),
+                   _code("assert x == 1, 'Exercise 1: x'", "check"))
+    assert hide_solutions(nb) == 1
+    assert nb.cells[1].metadata["tags"] == ["solution", "hide-cell"]
+    assert nb.cells[1].metadata["jupyter"] == {"source_hidden": True, "outputs_hidden": True}

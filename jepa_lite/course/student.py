@@ -11,11 +11,13 @@ The convention, in the committed (teacher) notebooks:
   on what the solution must produce, each with a one-line message that starts with
   ``Exercise N:``. It prints nothing, so nbval has no output to compare, and it fails on the stub.
 - The solution is hidden (`hide_solutions`, idempotent, run once on the committed notebooks):
-  ``"jupyter": {"source_hidden": true}`` for JupyterLab / Jupyter Notebook 7; for Colab, which
+  ``"jupyter": {"source_hidden": true, "outputs_hidden": true}`` for JupyterLab / Jupyter Notebook 7,
+  which fold the cell's code and its outputs (the answer it prints or draws); for Colab, which
   ignores that, ``"cellView": "form"`` with a first line ``#@title Solution (try it yourself
   first)``, so Colab shows only the title and a "show code" toggle; for the course website, the
-  tag ``hide-input`` (myst-nb's and Jupyter Book's), which folds the code under a "show" toggle
-  and leaves its outputs in view. GitHub's viewer shows every
+  tag ``hide-cell`` (myst-nb's and Jupyter Book's), which folds the code and its outputs under one
+  "show" toggle. Colab has no setting that folds a cell's outputs: there the outputs of a solution
+  stay in view under its folded code. GitHub's viewer shows every
   cell's source, so there the same first line marks the cell as the solution (``#@title`` is a
   plain comment to Python), and the check cell after it shows what is expected. nbval's directives
   are cell tags (``nbval-ignore-output``, ``nbval-skip``), so code cells start with code; a stub
@@ -50,7 +52,8 @@ from jepa_lite.errors import JepaLiteError
 
 SOLUTION_TAG = "solution"
 CHECK_TAG = "check"
-HIDE_INPUT_TAG = "hide-input"        # myst-nb / Jupyter Book: the website folds the cell's code
+HIDE_TAG = "hide-cell"               # myst-nb / Jupyter Book: the website folds the cell's code and outputs
+_OLD_HIDE_TAGS = ("hide-input",)     # what earlier versions tagged: replaced by HIDE_TAG
 TITLE = "#@title "
 DEFAULT_TITLE = "Solution (try it yourself first)"
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"          # nbgrader's markers
@@ -143,18 +146,19 @@ def _hidden_source(source: str) -> str:
 
 
 def hide_solutions(nb) -> int:
-    """Hide every solution cell of `nb` in place (JupyterLab: source_hidden; Colab: a `#@title` form
-    cell; the website: the `hide-input` tag). Idempotent. Returns the number of cells changed."""
+    """Hide every solution cell of `nb` in place (JupyterLab: source and outputs hidden; Colab: a
+    `#@title` form cell; the website: the `hide-cell` tag). Idempotent. Returns the number of cells changed."""
     changed = 0
     for cell in nb.cells:
         if not is_solution(cell):
             continue
         before = copy.deepcopy((cell.source, dict(cell.metadata)))
         cell.source = _hidden_source(cell.source)
-        cell.metadata.setdefault("jupyter", {})["source_hidden"] = True
+        jupyter = cell.metadata.setdefault("jupyter", {})
+        jupyter["source_hidden"] = jupyter["outputs_hidden"] = True
         cell.metadata["cellView"] = "form"
-        if HIDE_INPUT_TAG not in _tags(cell):
-            cell.metadata["tags"] = _tags(cell) + [HIDE_INPUT_TAG]
+        tags = [tag for tag in _tags(cell) if tag not in _OLD_HIDE_TAGS]
+        cell.metadata["tags"] = tags if HIDE_TAG in tags else tags + [HIDE_TAG]
         if (cell.source, dict(cell.metadata)) != before:
             changed += 1
     return changed
@@ -234,9 +238,10 @@ def student_notebook(nb, name: str = "notebook"):
             cell.outputs, cell.execution_count = [], None
             cell.metadata.pop("cellView", None)
             cell.metadata.pop("execution", None)
-            cell.metadata["tags"] = [tag for tag in _tags(cell) if tag != HIDE_INPUT_TAG]
+            cell.metadata["tags"] = [tag for tag in _tags(cell) if tag != HIDE_TAG and tag not in _OLD_HIDE_TAGS]
             jupyter = cell.metadata.get("jupyter", {})
             jupyter.pop("source_hidden", None)
+            jupyter.pop("outputs_hidden", None)
             if not jupyter:
                 cell.metadata.pop("jupyter", None)
         check = student.cells[exercise.check]
