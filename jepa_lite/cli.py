@@ -37,8 +37,9 @@ def _base_type(hint) -> type:
 
 
 _FIELD_HELP = {
-    "recipe": "named defaults (jepa_lite.engine.config.RECIPES): fast = the course's short-run recipe, paper = every "
-              "setting of the I-JEPA reference code; flags given here override it",
+    "recipe": "named defaults (jepa_lite.engine.config.RECIPES): fast = the course's short-run recipe, paper = the "
+              "I-JEPA reference code's settings except PAPER_DEVIATIONS (its mask sampler's fixes, image folders' "
+              "crops); flags given here override it",
     "data": "shapes (procedural, offline), shapes-mono (the same in one grey palette), cifar10, stl10 or "
             "imagefolder:PATH",
     "data_root": "where downloaded data sets are kept",
@@ -78,6 +79,10 @@ _FIELD_HELP = {
     "objective": "jepa (predict embeddings), pixels (a masked autoencoder on the same masks) or both",
     "pixel_weight": "objective both: weight of the pixel loss",
     "floor_mask_tokens": "mask block sizes floored to whole tokens, as the reference's sampler does",
+    "reference_masks": "the reference's mask setting on every grid (4 targets of 15-20%%, blocks of more than 10 "
+                       "cells), else the course's, chosen by grid",
+    "reference_network": "the reference's LayerNorm eps (1e-6), patch-embedding init (std 0.02) and ImageNet input "
+                         "normalisation, else the course's",
     "crop_scale": "random-resized-crop area range (default: the recipe's, else per data set)",
     "hflip": "random horizontal flips",
     "colour_views": "same: both encoders see the same colours (the paper); target / both: scrambled colours "

@@ -27,7 +27,11 @@ Placement "inside" (the paper's) keeps blocks fully inside the grid, so edge cel
 covered less often than central ones; `jepa_lite.core.mask_coverage.expected_block_coverage` gives
 the exact probability, and `mask_coverage.sample_reference_style` the reference collator's
 sampler, faults kept, to compare with. Placement "torus" lets blocks wrap around the edges, which makes coverage
-exactly uniform.
+exactly uniform. Placement "reference" keeps fault 1 on purpose, to compare with the reference: block sizes
+clipped to (H-1) x (W-1) and tops drawn from 0..H-h-1, so nothing lands on the last row or column.
+
+`reference_mask_config(grid)` is the reference's own ImageNet setting (configs/in1k_vith14_ep300.yaml) on
+any grid, the masks of `--recipe paper`; `default_mask_config(grid)` is the course's, chosen by grid size.
 """
 
 from __future__ import annotations
@@ -38,10 +42,11 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
-__all__ = ["MaskConfig", "Masks", "MaskSampler", "default_mask_config", "block_size_table"]
+__all__ = ["MaskConfig", "Masks", "MaskSampler", "default_mask_config", "reference_mask_config",
+           "block_size_table"]
 
 STRATEGIES = ("multiblock", "random", "single_block", "raster")
-PLACEMENTS = ("inside", "torus")
+PLACEMENTS = ("inside", "torus", "reference")
 
 # The uniform draw that sets a block's scale and aspect ratio is discretised into this many
 # equally likely levels. This turns the size distribution into a small exact table that we
@@ -66,7 +71,9 @@ class MaskConfig:
     context_scale: tuple[float, float] = (0.85, 1.0)
     context_aspect: tuple[float, float] = (1.0, 1.0)
     min_keep: int = 4  # minimum context tokens, and minimum tokens per target block
-    placement: str = "inside"  # "inside" (paper) | "torus" (blocks wrap: uniform coverage)
+    # "inside" (the paper's) | "torus" (blocks wrap: uniform coverage) | "reference" (the reference code's
+    # off-by-one kept: never the last row or column)
+    placement: str = "inside"
     # the reference code floors s * N to whole tokens before taking the square roots (int(H * W * s));
     # False rounds the sizes from the exact s * N
     floor_tokens: bool = False
@@ -105,6 +112,25 @@ def default_mask_config(grid_size: int | tuple[int, int] = (8, 8), **overrides) 
         while not _is_valid(config) and config.target_scale[1] > 0.11:
             config = replace(config, target_scale=(0.1, round(config.target_scale[1] - 0.01, 2)))
     return replace(config, **overrides)
+
+
+def reference_mask_config(grid_size: int | tuple[int, int] = (14, 14), **overrides) -> MaskConfig:
+    """The reference's mask setting (facebookresearch/ijepa, configs/in1k_vith14_ep300.yaml) on any grid:
+    4 targets of 15-20% of the grid, aspect 0.75-1.5, one context block of 85-100% (aspect 1), block sizes
+    floored to whole tokens. Its min_keep=10 keeps a block only with MORE than 10 cells; here min_keep is
+    the smallest count allowed, hence 11. Keyword overrides win.
+
+    On grids too small for it (e.g. 7x7: no target block reaches 11 cells) MaskSampler raises a ValueError
+    naming the grid and the values; on 8x8 only the 12-cell target sizes qualify (the reference would loop
+    forever on the others; see engine.config.PAPER_DEVIATIONS)."""
+    H, W = (grid_size, grid_size) if isinstance(grid_size, int) else tuple(grid_size)
+    config = MaskConfig(grid_size=(H, W), num_targets=4, target_scale=(0.15, 0.2), target_aspect=(0.75, 1.5),
+                        context_scale=(0.85, 1.0), context_aspect=(1.0, 1.0), min_keep=REFERENCE_MIN_KEEP + 1,
+                        floor_tokens=True)
+    return replace(config, **overrides)
+
+
+REFERENCE_MIN_KEEP = 10     # the reference config's min_keep (it keeps blocks with > min_keep cells)
 
 
 def _is_valid(config: MaskConfig) -> bool:
@@ -147,18 +173,23 @@ class Masks:
 # block geometry helpers
 
 def block_size_table(grid_size: tuple[int, int], scale: tuple[float, float],
-                     aspect: tuple[float, float], levels: int = SIZE_LEVELS, floor_tokens: bool = False) -> Tensor:
+                     aspect: tuple[float, float], levels: int = SIZE_LEVELS, floor_tokens: bool = False,
+                     placement: str = "inside") -> Tensor:
     """All equally likely block sizes, one per level of the uniform draw u. Returns [L, 2] (h, w).
 
     As in the paper one draw u sets both the scale s and the aspect a (they are coupled):
-    h = round(sqrt(s*N*a)), w = round(sqrt(s*N/a)), clipped to 1..H and 1..W; with floor_tokens,
-    s*N is first floored to whole tokens, as the reference code does.
+    h = round(sqrt(s*N*a)), w = round(sqrt(s*N/a)), clipped to 1..H and 1..W (1..H-1 and 1..W-1 with
+    placement "reference", as the reference code clips them); with floor_tokens, s*N is first floored
+    to whole tokens, as the reference code does.
     """
     H, W = grid_size
+    if placement == "reference":
+        H, W = max(H - 1, 1), max(W - 1, 1)
     u = (torch.arange(levels, dtype=torch.float64) + 0.5) / levels  # level midpoints
     s = scale[0] + u * (scale[1] - scale[0])
     a = aspect[0] + u * (aspect[1] - aspect[0])
-    tokens = torch.floor(s * H * W) if floor_tokens else s * H * W
+    N = grid_size[0] * grid_size[1]
+    tokens = torch.floor(s * N) if floor_tokens else s * N
     h = torch.round(torch.sqrt(tokens * a)).clamp(1, H)
     w = torch.round(torch.sqrt(tokens / a)).clamp(1, W)
     return torch.stack([h, w], dim=1).long()
@@ -204,6 +235,9 @@ class MaskSampler:
 
         H, W = c.grid_size
         N, T, k = H * W, c.num_targets, c.min_keep
+        if c.placement == "reference" and min(H, W) < 2:
+            raise ValueError(f"placement 'reference' needs a grid of at least 2x2 (it never uses the last row "
+                             f"and column), got grid_size={c.grid_size}")
         if c.strategy == "multiblock":
             self.target_sizes = self._valid_sizes(c, "target", c.target_scale, c.target_aspect)
             self.context_sizes = self._valid_sizes(c, "context", c.context_scale, c.context_aspect)
@@ -239,11 +273,12 @@ class MaskSampler:
         """Block sizes with >= min_keep cells. Dropping the others and drawing uniformly from
         the rest equals redrawing the size until it is valid (the reference instead keeps the
         size and redraws the location forever). Returns [L_valid, 2] (h, w)."""
-        sizes = block_size_table(c.grid_size, scale, aspect, floor_tokens=c.floor_tokens)
+        sizes = block_size_table(c.grid_size, scale, aspect, floor_tokens=c.floor_tokens, placement=c.placement)
         areas = sizes.prod(1)
         if int(areas.max()) < c.min_keep:
+            H, W = c.grid_size
             raise ValueError(f"{kind} block too small: {kind}_scale={scale} with aspect {aspect} "
-                             f"gives at most {int(areas.max())} cells on a {c.grid_size} grid, "
+                             f"gives at most {int(areas.max())} cells on a {H}x{W} grid, "
                              f"need >= min_keep={c.min_keep}")
         return sizes[areas >= c.min_keep]
 
@@ -251,10 +286,11 @@ class MaskSampler:
     def _check_room(c: MaskConfig, max_target_cells: int, what: str) -> None:
         """Even if the targets are disjoint and as large as possible, min_keep cells must remain
         for the context; this is what guarantees the fallback context is big enough."""
-        N = c.grid_size[0] * c.grid_size[1]
+        H, W = c.grid_size
+        N = H * W
         if N - max_target_cells < c.min_keep:
             raise ValueError(f"target area too large: {what} can cover {max_target_cells} of {N} "
-                             f"cells, leaving fewer than min_keep={c.min_keep} for the context; "
+                             f"cells of a {H}x{W} grid, leaving fewer than min_keep={c.min_keep} for the context; "
                              f"lower target_scale={c.target_scale} or num_targets={c.num_targets}")
 
     # --- sampling ------------------------------------------------------------
@@ -342,9 +378,11 @@ class MaskSampler:
         """n independently placed h x w blocks. Returns [n, h*w] sorted cell indices."""
         (H, W), (h, w) = self.config.grid_size, hw
         torus = self.config.placement == "torus"
-        # inside: top in 0..H-h inclusive (randint's high is exclusive, hence the +1)
-        top = torch.randint(H if torus else H - h + 1, (n, 1), generator=g, device=dev)
-        left = torch.randint(W if torus else W - w + 1, (n, 1), generator=g, device=dev)
+        # inside: top in 0..H-h inclusive (randint's high is exclusive, hence the +1); reference: 0..H-h-1
+        # (its sizes are clipped to H-1, so the range is never empty)
+        edge = 0 if self.config.placement == "reference" else 1
+        top = torch.randint(H if torus else H - h + edge, (n, 1), generator=g, device=dev)
+        left = torch.randint(W if torus else W - w + edge, (n, 1), generator=g, device=dev)
         rows = top + torch.arange(h, device=dev)  # [n, h]
         cols = left + torch.arange(w, device=dev)  # [n, w]
         if torus:

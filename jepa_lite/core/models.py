@@ -53,10 +53,22 @@ class ViTConfig:
     # Compatibility with released weights (jepa_lite.interop.meta); the defaults are the course's own.
     norm_eps: float = 1e-5          # LayerNorm eps (the released I-JEPA encoders use 1e-6)
     pos_embed_order: str = "row_col"  # sin-cos channel halves; "col_row" is the reference code's layout
+    # The reference's network (REFERENCE_NETWORK, `--recipe paper`); the defaults are the course's own.
+    patch_init: str = "fan_in"      # patch projection: trunc-normal std 1/sqrt(fan_in), or "reference": std 0.02
+    # "course": the encoder takes the images as data.datasets.normalize makes them; "imagenet": it first maps
+    # them to the reference's ImageNet normalisation, so its weights see the reference's inputs
+    input_norm: str = "course"
 
     def __post_init__(self) -> None:
         if self.pos_embed_order not in POS_EMBED_ORDERS:
             raise ValueError(f"pos_embed_order must be one of {POS_EMBED_ORDERS}, got {self.pos_embed_order!r}")
+        if self.patch_init not in PATCH_INITS:
+            raise ValueError(f"patch_init must be one of {PATCH_INITS}, got {self.patch_init!r}")
+        if self.input_norm not in INPUT_NORMS:
+            raise ValueError(f"input_norm must be one of {tuple(INPUT_NORMS)}, got {self.input_norm!r}")
+        if self.input_norm != "course" and self.in_channels != 3:
+            raise ValueError(f"input_norm {self.input_norm!r} normalises 3 channels, "
+                             f"got in_channels={self.in_channels}")
         check_patch_grid(self.image_size, self.patch_size)
         if self.embed_dim % self.num_heads != 0:
             raise ValueError(f"embed_dim {self.embed_dim} must be divisible by num_heads {self.num_heads}")
@@ -78,7 +90,16 @@ class ViTConfig:
 
 
 POS_EMBED_ORDERS = ("row_col", "col_row")
-_COMPAT_DEFAULTS = {"norm_eps": 1e-5, "pos_embed_order": "row_col"}
+PATCH_INITS = ("fan_in", "reference")
+# (mean, std) per channel of x / 255: the course's fixed constants (data.datasets.NORM_MEAN / NORM_STD, what
+# every image the course feeds an encoder is normalised with) and the reference's ImageNet statistics
+INPUT_NORMS = {"course": ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)),
+               "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))}
+_COMPAT_DEFAULTS = {"norm_eps": 1e-5, "pos_embed_order": "row_col", "patch_init": "fan_in", "input_norm": "course"}
+# The reference code's network details (src/models/vision_transformer.py, src/transforms.py), for
+# ViTConfig; PredictorConfig takes the first two (`--recipe paper`, engine.build.configs_for).
+REFERENCE_NETWORK = {"norm_eps": 1e-6, "pos_embed_order": "col_row", "patch_init": "reference",
+                     "input_norm": "imagenet"}
 
 
 @dataclass
@@ -259,19 +280,30 @@ class VisionTransformer(nn.Module):
         self.blocks = nn.ModuleList(Block(config.embed_dim, config.num_heads, config.mlp_ratio, rate,
                                           config.qkv_bias, config.norm_eps) for rate in rates)
         self.norm = nn.LayerNorm(config.embed_dim, eps=config.norm_eps)
-        init_weights(self, self.blocks)
-        # With small patches (4x4x3 = 48 inputs) a std-0.02 patch projection gives token
-        # contents ~0.1 against sin-cos positions ~0.7: every token is mostly "where", the
-        # targets become predictable from position alone and the loss falls without learning
-        # anything about the image. A 1/sqrt(fan_in) init makes content and position comparable.
-        fan_in = config.in_channels * config.patch_size ** 2
-        nn.init.trunc_normal_(self.patch_embed.proj.weight, std=1.0 / math.sqrt(fan_in))
+        # input_norm "imagenet": images normalised with the course's constants -> the reference's, per channel
+        (mean, std), (course_mean, course_std) = INPUT_NORMS[config.input_norm], INPUT_NORMS["course"]
+        scale = torch.tensor([c / s for c, s in zip(course_std, std)]).view(1, -1, 1, 1)
+        shift = torch.tensor([(cm - m) / s for cm, m, s in zip(course_mean, mean, std)]).view(1, -1, 1, 1)
+        self.input_affine = config.input_norm != "course"
+        if self.input_affine:               # buffers only then: the course's encoders keep their exact buffers
+            self.register_buffer("input_scale", scale, persistent=False)
+            self.register_buffer("input_shift", shift, persistent=False)
+        init_weights(self, self.blocks)      # patch_init "reference": this trunc-normal(0.02) is the reference's
+        if config.patch_init == "fan_in":
+            # With small patches (4x4x3 = 48 inputs) a std-0.02 patch projection gives token
+            # contents ~0.1 against sin-cos positions ~0.7: every token is mostly "where", the
+            # targets become predictable from position alone and the loss falls without learning
+            # anything about the image. A 1/sqrt(fan_in) init makes content and position comparable.
+            fan_in = config.in_channels * config.patch_size ** 2
+            nn.init.trunc_normal_(self.patch_embed.proj.weight, std=1.0 / math.sqrt(fan_in))
 
     def embed(self, images: torch.Tensor, token_indices: torch.Tensor | None = None) -> torch.Tensor:
         """images: [B, C, H, W] -> positioned tokens [B, K or N, D]."""
         if images.shape[-2:] != (self.config.image_size, self.config.image_size):
             raise ValueError(f"expected {self.config.image_size}x{self.config.image_size} images, "
                              f"got {tuple(images.shape[-2:])}")
+        if self.input_affine:
+            images = images * self.input_scale.to(images.dtype) + self.input_shift.to(images.dtype)
         tokens = self.patch_embed(images) + self.pos_embed
         return tokens if token_indices is None else gather_tokens(tokens, token_indices)
 

@@ -1,7 +1,9 @@
 """Image folders as data sets: PATH/<class>/<image> (or PATH/train/<class>/...), decoded once into
 an ImageDataset (datasets.load_dataset("imagefolder:PATH")), or file by file by the streaming path
-(stream.py) for folders larger than memory. Images are centre-cropped to a square and resized;
-unreadable files are skipped with a warning; the decoded tensor is cached under root/cache/.
+(stream.py) for folders larger than memory. Held in memory, images are centre-cropped to a square
+and resized (one uint8 tensor, cached under root/cache/), and unreadable files are skipped, counted
+and reported once; `decode_original` and `random_resized_crop` instead crop a decoded original and
+then resize it (antialiased), as the reference's RandomResizedCrop does (stream.ImageFolderStream's crop).
 """
 from __future__ import annotations
 
@@ -18,6 +20,14 @@ import torch
 from jepa_lite.data.images import ImageDataset, _balanced_indices
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+
+
+def _decode_errors() -> tuple[type[BaseException], ...]:
+    """What PIL raises on a file it cannot read: not an image (UnidentifiedImageError, an OSError),
+    truncated or corrupt data (OSError, SyntaxError, ValueError, EOFError), a decompression bomb."""
+    from PIL import Image
+
+    return (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
 
 
 def resolve_imagefolder(path: Path, split: str) -> Path:
@@ -62,9 +72,9 @@ def scan_imagefolder(folder: Path) -> tuple[list[Path], list[int], list[str]]:
     return files, labels, classes
 
 
-def decode(path: Path, size: int | None) -> np.ndarray | None:
+def decode(path: Path, size: int | None, square: bool = True) -> np.ndarray | None:
     """One image file -> [size, size, 3] uint8 (center-cropped to square, resized), or None if unreadable.
-    size None keeps the square crop's own size."""
+    size None keeps the square crop's own size; square=False (with size None): the whole image."""
     from PIL import Image
 
     try:
@@ -72,6 +82,8 @@ def decode(path: Path, size: int | None) -> np.ndarray | None:
             if size is not None:
                 im.draft("RGB", (size, size))       # JPEG: decode at a reduced scale when much larger
             im = im.convert("RGB")                   # grayscale, palette, RGBA (alpha dropped), CMYK -> RGB
+            if not square:
+                return np.asarray(im, dtype=np.uint8)
             w, h = im.size
             s = min(w, h)
             left, top = (w - s) // 2, (h - s) // 2
@@ -79,8 +91,53 @@ def decode(path: Path, size: int | None) -> np.ndarray | None:
             if size is not None and s != size:
                 im = im.resize((size, size), Image.BICUBIC)     # PIL antialiases when shrinking
             return np.asarray(im, dtype=np.uint8)
-    except Exception:  # truncated / corrupt / not an image: the caller counts and reports these
+    except _decode_errors():  # truncated / corrupt / not an image: the caller counts and reports these
         return None
+
+
+def decode_original(path: Path) -> torch.Tensor:
+    """One image file, whole -> [3, H, W] uint8 RGB (torchvision.io's decoders; formats they do not read,
+    such as BMP or TIFF, through PIL). An unreadable file is a ValueError naming it."""
+    from torchvision.io import ImageReadMode, decode_image
+
+    try:
+        return decode_image(str(path), mode=ImageReadMode.RGB)
+    except RuntimeError as torchvision_error:            # an unsupported format, or corrupt data
+        pixels = decode(path, None, square=False)
+        if pixels is None:
+            raise ValueError(f"imagefolder: cannot read {path}: {torchvision_error}") from None
+        return torch.from_numpy(np.array(pixels)).permute(2, 0, 1).contiguous()
+
+
+def random_resized_crop(image: torch.Tensor, size: int, scale: tuple[float, float], ratio: tuple[float, float],
+                        generator: torch.Generator) -> torch.Tensor:
+    """torchvision's RandomResizedCrop drawn from `generator`: an area fraction uniform in `scale` and an
+    aspect ratio log-uniform in `ratio` (10 tries, else the largest centred crop of the closest allowed
+    ratio), a uniform position, then an antialiased bilinear resize to size x size. [3, H, W] uint8 -> [3,
+    size, size] uint8. The crop can reach every pixel of the image, its sides included."""
+    from torchvision.transforms.v2.functional import resized_crop
+
+    H, W = image.shape[-2:]
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    for _ in range(10):
+        u = torch.rand(3, generator=generator, dtype=torch.float64).tolist()
+        area = H * W * (scale[0] + (scale[1] - scale[0]) * u[0])
+        aspect = math.exp(log_lo + (log_hi - log_lo) * u[1])
+        w, h = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+        if 0 < w <= W and 0 < h <= H:
+            top = int(torch.randint(H - h + 1, (1,), generator=generator))
+            left = int(torch.randint(W - w + 1, (1,), generator=generator))
+            break
+    else:
+        aspect = W / H
+        if aspect < ratio[0]:
+            w, h = W, round(W / ratio[0])
+        elif aspect > ratio[1]:
+            w, h = round(H * ratio[1]), H
+        else:
+            w, h = W, H
+        top, left = (H - h) // 2, (W - w) // 2
+    return resized_crop(image, top, left, h, w, [size, size], antialias=True)
 
 
 def decode_all(files: list[Path], size: int, threads: int) -> tuple[np.ndarray, np.ndarray]:

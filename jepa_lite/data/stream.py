@@ -5,7 +5,9 @@ fastest way to train on small sets and impossible for ImageNet-size ones (~190 G
 streaming path keeps only file names in memory:
 
 - `ImageFolderStream` decodes one file per item (the same decoding as the in-memory path, so both
-  paths see the same pixels);
+  paths see the same pixels), or, given `crop`, cuts a random resized crop from the decoded original
+  (the reference's RandomResizedCrop: the sides of a photo stay reachable); an unreadable file is an
+  error naming it;
 - `StepBatches` yields, step after step, this rank's rows of the step's global batch: the same
   (seed, step) permutation as the in-memory path, so a run sees the same batches whichever path
   it takes, and a resumed run starts at the checkpoint's step;
@@ -15,7 +17,6 @@ streaming path keeps only file names in memory:
 """
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,13 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from jepa_lite.core.masks import MaskConfig, Masks, MaskSampler
 from jepa_lite.data.datasets import batch_indices, rows_of_rank, step_generator
-from jepa_lite.data.imagefolder import decode, resolve_imagefolder, scan_imagefolder
+from jepa_lite.data.imagefolder import (
+    decode,
+    decode_original,
+    random_resized_crop,
+    resolve_imagefolder,
+    scan_imagefolder,
+)
 from jepa_lite.data.images import _balanced_indices
 
 # imagefolder data whose decoded tensor would exceed this streams by default (TrainConfig.stream=None)
@@ -33,10 +40,15 @@ STREAM_ABOVE_BYTES = 2 * 1024 ** 3
 
 class ImageFolderStream(Dataset):
     """An image folder (PATH/<class>/<image>, see datasets.DATASET_SPECS) read file by file. Items are
-    (step, index) pairs from StepBatches; an item is (step, image [3, S, S] uint8, label)."""
+    (step, index) pairs from StepBatches; an item is (step, image [3, S, S] uint8, label).
+
+    crop=None: the image centre-cropped to a square and resized, as held in memory. crop=(scale, ratio):
+    a random resized crop of the decoded original (imagefolder.random_resized_crop), drawn from a
+    generator of (seed, step, index), so a resumed run and every rank cut the same crop of an image."""
 
     def __init__(self, spec: str, split: str = "train", image_size: int | None = None,
-                 max_images: int | None = None):
+                 max_images: int | None = None, crop: tuple[tuple[float, float], tuple[float, float]] | None = None,
+                 seed: int = 0):
         if not spec.startswith("imagefolder:"):
             raise ValueError(f"streaming reads image folders (imagefolder:PATH), got {spec!r}")
         path = spec.split(":", 1)[1]
@@ -53,6 +65,7 @@ class ImageFolderStream(Dataset):
                 raise ValueError(f"imagefolder: none of the first 50 image files under {folder} could be read")
             image_size = first.shape[0]
         self.image_size = image_size
+        self.crop, self.seed = crop, seed
 
     def __len__(self) -> int:
         return len(self.files)
@@ -61,15 +74,18 @@ class ImageFolderStream(Dataset):
         return len(self.files) * 3 * self.image_size ** 2
 
     def __getitem__(self, item: tuple[int, int]):
+        """An unreadable file is a ValueError naming it (no other file stands in: the batch would change)."""
         step, index = item
-        for offset in range(len(self.files)):    # an unreadable file: the next readable one stands in
-            pixels = decode(Path(self.files[(index + offset) % len(self.files)]), self.image_size)
-            if pixels is not None:
-                if offset:
-                    warnings.warn(f"imagefolder: unreadable {self.files[index]}; used the next file instead")
-                return step, torch.from_numpy(np.array(pixels)).permute(2, 0, 1), \
-                    self.labels[(index + offset) % len(self.files)]
-        raise ValueError(f"imagefolder: none of the {len(self.files)} files of {self.name} could be read")
+        path = Path(self.files[index])
+        if self.crop is not None:
+            generator = step_generator(self.seed, step, 4)        # then this image's own stream:
+            generator.manual_seed((generator.initial_seed() * 1_000_003 + index) % 2 ** 63)
+            image = random_resized_crop(decode_original(path), self.image_size, *self.crop, generator)
+            return step, image, self.labels[index]
+        pixels = decode(path, self.image_size)
+        if pixels is None:
+            raise ValueError(f"imagefolder: cannot read {path} (image {index} of {self.name}); remove or replace it")
+        return step, torch.from_numpy(np.array(pixels)).permute(2, 0, 1), self.labels[index]
 
 
 class StepBatches(Sampler):

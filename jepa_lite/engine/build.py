@@ -7,9 +7,9 @@ from dataclasses import asdict, fields, replace
 import torch.nn as nn
 
 from jepa_lite.core.cnn import CNNConfig, ConvEncoder, cnn_config_from_size
-from jepa_lite.core.masks import MaskConfig, default_mask_config
+from jepa_lite.core.masks import MaskConfig, default_mask_config, reference_mask_config
 from jepa_lite.core.model_sizes import model_configs
-from jepa_lite.core.models import Predictor, PredictorConfig, VisionTransformer, ViTConfig
+from jepa_lite.core.models import REFERENCE_NETWORK, Predictor, PredictorConfig, VisionTransformer, ViTConfig
 from jepa_lite.core.objective import JEPA
 from jepa_lite.engine.config import TrainConfig
 
@@ -48,7 +48,10 @@ def build_jepa(encoder_config: ViTConfig | CNNConfig, predictor_config: Predicto
 
 def configs_for(config: TrainConfig, image_size: int) -> tuple[ViTConfig | CNNConfig, PredictorConfig, MaskConfig]:
     """The encoder, predictor and mask configs of a run. encoder="cnn" takes the token width D of
-    the named model size (and its predictor) and builds cnn.CNNConfig with the same patch grid."""
+    the named model size (and its predictor) and builds cnn.CNNConfig with the same patch grid.
+    reference_network: the reference's LayerNorm eps and sin-cos layout for the encoder and the predictor,
+    and for a ViT its patch init and input normalisation (models.REFERENCE_NETWORK); reference_masks: the
+    reference's mask setting (masks.reference_mask_config), else the course's by grid (default_mask_config)."""
     config = config.resolve()
     encoder_config, predictor_config = model_configs(config.model, image_size=image_size,
                                                      patch_size=config.patch_size,
@@ -56,7 +59,13 @@ def configs_for(config: TrainConfig, image_size: int) -> tuple[ViTConfig | CNNCo
     if config.encoder == "cnn":
         encoder_config = cnn_config_from_size(encoder_config.embed_dim, image_size, config.patch_size)
     predictor_config = replace(predictor_config, shared_context=config.shared_context)
-    mask_config = default_mask_config(encoder_config.grid_size, floor_tokens=config.floor_mask_tokens)
+    if config.reference_network:
+        predictor_config = replace(predictor_config, norm_eps=REFERENCE_NETWORK["norm_eps"],
+                                   pos_embed_order=REFERENCE_NETWORK["pos_embed_order"])
+        if config.encoder == "vit":
+            encoder_config = replace(encoder_config, **REFERENCE_NETWORK)
+    masks_for = reference_mask_config if config.reference_masks else default_mask_config
+    mask_config = masks_for(encoder_config.grid_size, floor_tokens=config.floor_mask_tokens)
     unknown = set(config.mask) - {f.name for f in fields(MaskConfig)}
     if unknown:
         raise ValueError(f"unknown mask options {sorted(unknown)}; valid: {[f.name for f in fields(MaskConfig)]}")
