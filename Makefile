@@ -40,13 +40,13 @@ course: setup
 
 # the pretrained checkpoint shipped for notebook 06 (see data/README.md): ~70 min on one thread
 checkpoint: setup
-	OMP_NUM_THREADS=1 $(BIN)/jepa-lite train --data shapes --steps $(CHECKPOINT_STEPS) --lr $(SHIPPED_LR) --workers 1 \
+	OMP_NUM_THREADS=1 $(BIN)/jepa-lite train --data shapes --steps $(CHECKPOINT_STEPS) --lr $(SHIPPED_LR) \
 		--log-every 100 --out $(RUN) --no-resume --quiet
 	$(BIN)/python -c "import shutil; shutil.copy('$(RUN)/checkpoint.pt', 'data/shapes_tiny.pt')"
 
 # the same recipe on the same images in one grey palette (notebook 06, section 6): data/shapes_mono_tiny.pt
 checkpoint-mono: setup
-	OMP_NUM_THREADS=1 $(BIN)/jepa-lite train --data shapes-mono --steps $(CHECKPOINT_STEPS) --lr $(SHIPPED_LR) --workers 1 \
+	OMP_NUM_THREADS=1 $(BIN)/jepa-lite train --data shapes-mono --steps $(CHECKPOINT_STEPS) --lr $(SHIPPED_LR) \
 		--log-every 100 --out $(RUN)-mono --no-resume --quiet
 	$(BIN)/python -c "import shutil; shutil.copy('$(RUN)-mono/checkpoint.pt', 'data/shapes_mono_tiny.pt')"
 

@@ -66,7 +66,7 @@ def train_runs(variants: list[str], steps: int, out: Path) -> dict[str, Path]:
         runs[variant] = out / variant
         data, views = ("shapes-mono", "same") if variant == "mono" else ("shapes", variant)
         command = [sys.executable, "-m", "jepa_lite.cli", "train", "--data", data, "--steps", str(steps),
-                   "--workers", "1", "--colour-views", views, "--out", str(runs[variant]), "--no-resume", "--quiet"]
+                   "--colour-views", views, "--out", str(runs[variant]), "--no-resume", "--quiet"]
         procs.append((variant, subprocess.Popen(command, env=env, cwd=ROOT)))
     for variant, proc in procs:
         if proc.wait() != 0:

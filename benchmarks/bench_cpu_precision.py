@@ -37,7 +37,7 @@ def cpu_bf16_flags() -> list[str]:
 
 def measure(model: str, amp: str, compile_model: bool, steps: int, dataset) -> tuple[float, float]:
     """(steady img/s, start-up seconds of the first 3 steps beyond their steady cost)."""
-    config = TrainConfig(model=model, steps=10 ** 6, amp=amp, compile=compile_model, workers=1, device="cpu",
+    config = TrainConfig(model=model, steps=10 ** 6, amp=amp, compile=compile_model, device="cpu",
                          log_every=10 ** 6, checkpoint_every_minutes=10 ** 6)
     with tempfile.TemporaryDirectory() as out:
         trainer = Trainer(config, out, dataset=dataset, progress=False, log=lambda *a: None)

@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         trainers, flops, times = {}, {}, {}
         for name, overrides in CONFIGS.items():
-            config = TrainConfig(steps=1000, workers=1, max_train_images=20_000, **overrides)
+            config = TrainConfig(steps=1000, max_train_images=20_000, **overrides)
             trainer = Trainer(config, Path(scratch) / str(len(trainers)), resume=False, progress=False,
                               log=lambda *a: None)
             flops[name] = step_flops(trainer)

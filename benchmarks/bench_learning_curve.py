@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
 
     # a metrics record falls on every mark; checkpoints are saved at the marks instead of by the clock
-    config = TrainConfig(data=args.data, data_root=args.data_root, model=args.model, steps=marks[-1], workers=1,
+    config = TrainConfig(data=args.data, data_root=args.data_root, model=args.model, steps=marks[-1],
                          log_every=math.gcd(100, *marks), checkpoint_every_minutes=10 ** 6).resolve()
     trainer = Trainer(config, out, resume=False, progress=False, log=lambda *a: None)
     probe_train = load_dataset(args.data, "train", root=args.data_root, max_images=args.probe_train)

@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     marks = [int(m) for m in args.marks.split(",")]
     torch.set_num_threads(args.threads)
     overrides = parse_set(args.set)
-    config = TrainConfig(data=args.data, model=args.model, steps=marks[-1], workers=1, log_every=min(marks),
+    config = TrainConfig(data=args.data, model=args.model, steps=marks[-1], log_every=min(marks),
                          checkpoint_every_minutes=10 ** 6, max_train_images=50_000, **overrides).resolve()
     train = load_dataset(args.data, "train", image_size=config.image_size, max_images=args.probe_train)
     test = load_dataset(args.data, "test", image_size=config.image_size, max_images=args.probe_test)

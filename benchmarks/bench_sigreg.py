@@ -63,7 +63,7 @@ def one_run(args) -> None:
     if mode == "sigreg":
         options.update(sigreg_on=sigreg_on or "pooled", sigreg_weight=args.sigreg_weight)
     config = TrainConfig(data=args.data, data_root=args.data_root, model=args.model, batch_size=args.batch_size,
-                         steps=max(args.steps_at), seed=args.one_seed, workers=1, device="cpu",
+                         steps=max(args.steps_at), seed=args.one_seed, device="cpu",
                          log_every=min(25, *args.steps_at), checkpoint_every_minutes=1e6, **options)
     probe_train = load_dataset(args.data, "train", root=args.data_root, max_images=args.probe_train)
     probe_test = load_dataset(args.data, "test", root=args.data_root, max_images=args.probe_test)

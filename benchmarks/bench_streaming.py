@@ -112,7 +112,7 @@ def main() -> None:
             write_folder(folder, count, 224)
             command = [sys.executable, "-m", "jepa_lite", "train", "--data", f"imagefolder:{folder}", "--stream",
                        "--image-size", "224", "--patch-size", "16", "--model", "micro", "--batch-size", "32",
-                       "--steps", str(args.steps), "--workers", "1", "--loader-workers", "2", "--quiet",
+                       "--steps", str(args.steps), "--loader-workers", "2", "--quiet",
                        "--out", str(scratch / f"run{count}")]
             peak, code = peak_memory_of(command)
             decoded = count * 3 * 224 * 224 / 2 ** 20

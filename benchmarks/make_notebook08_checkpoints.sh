@@ -13,7 +13,7 @@ PY="${PYTHON:-python3}"
 LR="${LR:-0.0015}"      # the shipped files' learning rate (the recipe's before it moved to 3e-3)
 mkdir -p data/notebook08
 train() {
-    OMP_NUM_THREADS=1 "$PY" -m jepa_lite.cli train --data shapes --objective "$1" --steps "$STEPS" --lr "$LR" --workers 1 \
+    OMP_NUM_THREADS=1 "$PY" -m jepa_lite.cli train --data shapes --objective "$1" --steps "$STEPS" --lr "$LR" \
         --log-every 100 --out "runs/notebook08-$1" --no-resume --quiet
     "$PY" -c "import sys, torch; c = torch.load(sys.argv[1], weights_only=True, map_location='cpu'); \
 c.pop('optimizer', None); \

@@ -26,7 +26,7 @@ from jepa_lite.engine.config import DATA_DEFAULTS, ENCODER_NAMES, LR_SCHEDULES, 
 from jepa_lite.engine.device import PRECISIONS
 from jepa_lite.errors import JepaLiteError, TrainingStopped
 
-_HIDDEN = {"mask"}     # set through --mask key=value
+_HIDDEN = {"mask", "workers"}     # mask: set through --mask key=value; workers: more processes come from torchrun
 
 
 def _base_type(hint) -> type:
@@ -95,8 +95,6 @@ _FIELD_HELP = {
     "amp": "precision: auto (bf16 on GPUs with native bf16, fp16 with a gradient scaler on older GPUs such as "
            "the T4, fp32 on mps and cpu), bf16, fp16 or fp32",
     "compile": "torch.compile the model",
-    "workers": "CPU processes that share each batch, one thread each (jepa_lite.engine.distributed); default 0 = auto: "
-               "2 on a CPU with >= 2 usable cores for runs of >= 200 steps or >= 1 minute, else 1",
     "log_every": "write a metrics record every N steps",
     "checkpoint_every_minutes": "write a checkpoint this often (and at the end)",
 }

@@ -1,4 +1,4 @@
-"""The errors jepa_lite expects: bad input, missing data, a failed helper. The command line prints
+"""The errors jepa_lite expects: bad input, missing data, a stopped run. The command line prints
 them as one line and exits with code 2; anything else (a bug, CUDA out of memory) keeps its traceback."""
 from __future__ import annotations
 
@@ -13,10 +13,6 @@ class CheckpointError(JepaLiteError, ValueError):
 
 class DataUnavailable(JepaLiteError, RuntimeError):
     """A data set that cannot be loaded here (offline, missing or damaged files)."""
-
-
-class HelperFailed(JepaLiteError, RuntimeError):
-    """A data-parallel helper process stopped or never started."""
 
 
 class NotebookFailed(JepaLiteError, RuntimeError):

@@ -35,7 +35,7 @@ def _tiny_checkpoint(path, data="shapes-mono", steps=7):
     from jepa_lite.engine.config import TrainConfig
     from jepa_lite.engine.train import Trainer
 
-    trainer = Trainer(TrainConfig(model="micro", steps=steps, batch_size=8, workers=1, data=data),
+    trainer = Trainer(TrainConfig(model="micro", steps=steps, batch_size=8, data=data),
                       path.parent, dataset=make_shapes(16), resume=False, progress=False, log=lambda *a: None)
     trainer.run()
     return path
@@ -140,7 +140,7 @@ def test_gpu_profile_code_path_runs_on_cpu_at_test_sizes(tmp_path):
 
     gpu = PROFILES["gpu"]
     config = TrainConfig(data="shapes", model=gpu.model, batch_size=16, budget_minutes=0.1,
-                         workers=1, log_every=5)
+                         log_every=5)
     trainer = Trainer(config, tmp_path, dataset=make_shapes(64), resume=False, progress=False, log=lambda *a: None)
     assert trainer.precision == "fp32"                    # what the CPU gets; GPUs: tests/test_device.py
     result = trainer.run()
@@ -204,7 +204,7 @@ def test_the_course_trains_what_the_command_line_trains_by_default(monkeypatch, 
     # the fields notebook 05 sets from the profile (cell "run_config")
     notebook = asdict(TrainConfig(data=cpu.data, model=cpu.model, batch_size=cpu.batch_size,
                                   budget_minutes=cpu.train_minutes, steps=cpu.train_steps).resolve())
-    apart = {"data_root", "max_train_images", "log_every", "workers", "budget_minutes", "steps"}
+    apart = {"data_root", "max_train_images", "log_every", "budget_minutes", "steps"}
     differ = {k: (command_line[k], notebook[k]) for k in command_line
               if k not in apart and command_line[k] != notebook[k]}
     assert differ == {}

@@ -418,7 +418,7 @@ def test_colour_views_feed_the_encoders_other_colours(tmp_path):
     seen = {}
     for views in ("same", "target", "both"):
         config = TrainConfig(steps=1, colour_views=views, model="micro", batch_size=8, image_size=16, patch_size=2,
-                             device="cpu", workers=1)
+                             device="cpu")
         trainer = Trainer(config, tmp_path / views, dataset=data, progress=False, log=lambda *a: None)
         calls = []
         model = trainer.forward

@@ -88,7 +88,7 @@ def test_trainer_uses_a_gradient_scaler_for_fp16_only(fake_cuda, monkeypatch, tm
     monkeypatch.setattr(train_module, "grad_scaler", lambda device, precision: RecordingScaler())
     monkeypatch.setattr(train_module, "autocast_context",
                         lambda device, precision: torch.autocast("cpu", enabled=False))
-    config = TrainConfig(model="micro", steps=2, batch_size=8, workers=1, device="cpu")
+    config = TrainConfig(model="micro", steps=2, batch_size=8, device="cpu")
     trainer = Trainer(config, tmp_path, dataset=make_shapes(16), resume=False, progress=False,
                       log=lambda *a: None)
     assert trainer.precision == "fp16"

@@ -1,7 +1,8 @@
-"""Data-parallel CPU training (jepa_lite.engine.distributed): same batches, same model, exact resume, clear errors."""
+"""Data parallelism under torchrun (jepa_lite.engine.distributed): the same model as one process in
+every mode, exact resume after SIGTERM, clear errors."""
 import subprocess
 import sys
-import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,7 +11,6 @@ from jepa_lite.data.datasets import make_shapes
 from jepa_lite.engine import distributed
 from jepa_lite.engine.checkpoint import load_checkpoint
 from jepa_lite.engine.config import TrainConfig
-from jepa_lite.engine.train import Trainer, train
 
 TINY = dict(model="micro", batch_size=16, log_every=1, device="cpu", image_size=16, patch_size=2,
             warmup_steps=2, checkpoint_every_minutes=100.0)
@@ -22,80 +22,49 @@ def tiny_data():
     return make_shapes(64, seed=0, image_size=16)
 
 
-@pytest.mark.distributed
-def test_two_workers_train_the_same_model_as_one(tmp_path, tiny_data):
-    one = train(TrainConfig(steps=5, workers=1, **TINY), tmp_path / "one", dataset=tiny_data, **QUIET)
-    two = train(TrainConfig(steps=5, workers=2, **TINY), tmp_path / "two", dataset=tiny_data, **QUIET)
-    # the same batches, crops and masks split in halves: only the order of float additions differs
-    assert [m["loss"] for m in two.history] == pytest.approx([m["loss"] for m in one.history], rel=1e-5)
-    assert [m["images_per_second"] > 0 for m in two.history] == [True] * 5
-    for (name, a), b in zip(one.model.state_dict().items(), two.model.state_dict().values()):
-        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6), name
-    # rank 0 wrote the checkpoint, and the process group is gone again
-    assert load_checkpoint(tmp_path / "two")["step"] == 5
-    assert not torch.distributed.is_initialized()
+def test_a_run_is_one_process_and_more_come_from_torchrun(tiny_data, tmp_path):
+    with pytest.raises(ValueError, match=r"workers=2: a run is one process; .*torchrun --nproc_per_node=2"):
+        TrainConfig(workers=2)
+    # a config saved when runs could start their own processes still loads, as one process
+    assert TrainConfig.from_dict({"workers": 2, "steps": 3}).workers == 1
+    with pytest.raises(ValueError, match=r"batch_size \(16\) must be divisible by the number of processes \(3\)"):
+        distributed.join_group(torch.device("cpu"), 16, 3)
+
+
+def test_modes_that_cannot_train_are_refused_in_one_line():
+    with pytest.raises(ValueError, match="target_mode 'joint' .* objective 'pixels'"):
+        TrainConfig(target_mode="joint", objective="pixels")
+    with pytest.raises(ValueError, match="target_mode 'sigreg' regularises the embedding objective"):
+        TrainConfig(target_mode="sigreg", objective="both")
 
 
 @pytest.mark.distributed
-def test_two_workers_resume_exactly(tmp_path, tiny_data):
-    config = TrainConfig(steps=6, workers=2, **TINY)
-    full = train(config, tmp_path / "full", dataset=tiny_data, **QUIET)
-    Trainer(config, tmp_path / "split", dataset=tiny_data, **QUIET).run(until_step=3)   # as if interrupted
-    resumed = train(config, tmp_path / "split", dataset=tiny_data, **QUIET)
-    assert [m["loss"] for m in resumed.history] == [m["loss"] for m in full.history]
-    for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
-        assert torch.equal(a, b)
+def test_every_mode_trains_the_same_model_on_two_processes_as_on_one(tmp_path):
+    """Every target mode x objective the config accepts, 6 steps under torchrun (2 gloo processes)
+    against one process: the same weights (only the order of float additions differs) and the same
+    logged loss parts, averaged over the processes. SIGReg's statistic is the global batch's: on
+    each process's half alone its value (and so the weights) would differ at the first step."""
+    import os
 
+    sys.path.insert(0, str(Path(__file__).parent))
+    import ddp_modes
 
-def test_bad_worker_settings_name_the_values(tiny_data, tmp_path):
-    with pytest.raises(ValueError, match="workers must be >= 0"):
-        TrainConfig(workers=-1)
-    with pytest.raises(ValueError, match=r"batch_size \(16\) must be divisible by workers \(3\)"):
-        Trainer(TrainConfig(steps=2, workers=3, **TINY), tmp_path, dataset=tiny_data, **QUIET)
-    with pytest.raises(ValueError, match="device is cuda"):
-        distributed.check_workers(2, 16, torch.device("cuda"))
-
-
-def test_auto_workers_only_for_long_cpu_runs(monkeypatch):
-    cpu = torch.device("cpu")
-    monkeypatch.setattr(distributed, "usable_cpus", lambda: 2)
-    assert distributed.auto_workers(cpu, 128, total_steps=1000, budget_minutes=None) == 2
-    assert distributed.auto_workers(cpu, 128, total_steps=None, budget_minutes=5.0) == 2
-    assert distributed.auto_workers(cpu, 128, total_steps=30, budget_minutes=None) == 1      # start-up not repaid
-    assert distributed.auto_workers(cpu, 127, total_steps=1000, budget_minutes=None) == 1    # odd batch
-    assert distributed.auto_workers(torch.device("cuda"), 128, total_steps=1000, budget_minutes=None) == 1
-    monkeypatch.setattr(distributed, "usable_cpus", lambda: 1)
-    assert distributed.auto_workers(cpu, 128, total_steps=1000, budget_minutes=None) == 1
-
-
-def test_usable_cpus_respects_the_affinity_mask():
-    assert 1 <= distributed.usable_cpus() <= len(__import__("os").sched_getaffinity(0))
-
-
-def test_dataset_travels_by_value_when_shared_memory_is_small(monkeypatch, tiny_data):
-    import shutil
-    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(64, 64, 0))
-    sent = distributed.shareable(tiny_data)
-    assert isinstance(sent, dict)
-    back = distributed.unshare(sent)
-    assert torch.equal(back.images, tiny_data.images) and torch.equal(back.labels, tiny_data.labels)
-    assert torch.equal(back.masks, tiny_data.masks) and back.classes == tiny_data.classes
-
-
-@pytest.mark.distributed
-def test_a_script_without_the_main_guard_gets_a_clear_error_not_a_hang(tmp_path):
-    # spawn re-imports the main script in the helper; without the guard the helper fails to start
-    script = tmp_path / "unguarded.py"
-    script.write_text(textwrap.dedent(f"""
-        from jepa_lite.data.datasets import make_shapes
-        from jepa_lite.engine.config import TrainConfig
-        from jepa_lite.engine.train import train
-        config = TrainConfig(steps=2, workers=2, **{TINY!r})
-        train(config, {str(tmp_path / 'out')!r}, dataset=make_shapes(32, image_size=16), progress=False)
-    """))
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
-    assert done.returncode != 0
-    assert "__main__" in done.stderr and "workers=1" in done.stderr
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(Path(__file__).parent / "ddp_modes.py"), str(tmp_path / "two")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    two = torch.load(tmp_path / "two" / "results.pt", weights_only=False)
+    one = ddp_modes.run_all(tmp_path / "one")
+    assert sorted(two) == sorted(one) and len(one) == 7
+    for name in one:
+        a, b = one[name]["weights"], two[name]["weights"]
+        worst = max((a[key] - b[key]).abs().max().item() for key in a)
+        assert worst < 1e-5, (name, worst)
+        parts = [key for key in one[name]["history"][0] if key.endswith("loss")]
+        assert len(parts) == {"jepa": 1, "pixels": 2, "both": 3}[name.split("-")[1]] + (name.startswith("sigreg") * 2)
+        for x, y in zip(one[name]["history"], two[name]["history"]):
+            assert [x[p] for p in parts] == pytest.approx([y[p] for p in parts], rel=1e-5), (name, x["step"])
 
 
 # -- torchrun -------------------------------------------------------------------------------------
@@ -130,7 +99,7 @@ def test_torchrun_two_processes_match_one_and_resume_exactly_after_sigterm(tmp_p
     steps = ["--steps", "24"]
     one = tmp_path / "one"
     from jepa_lite.cli import main
-    assert main(["train", *RUN_ARGS, *steps, "--workers", "1", "--out", str(one)]) == 0
+    assert main(["train", *RUN_ARGS, *steps, "--out", str(one)]) == 0
     whole = tmp_path / "whole"
     done = _torchrun([*RUN_ARGS, *steps], whole)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -163,11 +132,3 @@ def test_torchrun_two_processes_match_one_and_resume_exactly_after_sigterm(tmp_p
     for part in ("context_encoder", "target_encoder", "predictor"):
         for key in d[part]:
             assert torch.equal(d[part][key], c[part][key]), (part, key)
-
-
-def test_workers_inside_torchrun_is_a_clear_error(monkeypatch):
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.setenv("RANK", "0")
-    with pytest.raises(ValueError, match="inside a torchrun group"):
-        distributed.check_workers(2, 16, torch.device("cpu"))
-    assert distributed.auto_workers(torch.device("cpu"), 128, total_steps=1000, budget_minutes=None) == 1

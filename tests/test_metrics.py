@@ -16,20 +16,26 @@ def step_result(loss, batch=4, tokens=None, **parts):
             "batch": batch, **{k: torch.tensor(v) for k, v in parts.items()}}
 
 
+def log_step(meter, step, result, now, run_start):
+    """What the trainer does at a log step (one process: no all-reduce of the sums)."""
+    names, sums = meter.sums()
+    return meter.record(step, dict(zip(names, (sums / meter.steps).tolist())), result, now, run_start)
+
+
 def test_a_record_averages_its_interval_and_starts_a_new_one():
     meter = IntervalMeter(start=10.0)
     meter.add(step_result(1.0, pixel_loss=0.5))
     meter.add(step_result(3.0, pixel_loss=1.5))
-    record = meter.record(2, step_result(3.0), now=12.0, run_start=0.0)
+    record = log_step(meter, 2, step_result(3.0), now=12.0, run_start=0.0)
     assert record["loss"] == pytest.approx(2.0) and record["pixel_loss"] == pytest.approx(1.0)
     assert record["images_per_second"] == pytest.approx(8 / 2.0)          # 2 steps x 4 images in 2 s
     assert record["elapsed_seconds"] == 12.0 and record["step"] == 2
     assert 0 < record["target_image_share"] <= 1 and record["target_rankme"] > 1
     meter.add(step_result(5.0))
-    after = meter.record(3, step_result(5.0), now=13.0, run_start=0.0)
+    after = log_step(meter, 3, step_result(5.0), now=13.0, run_start=0.0)
     assert after["loss"] == pytest.approx(5.0) and "pixel_loss" not in after
     meter.add(step_result(1.0, batch=1))
-    one_image = meter.record(4, step_result(1.0, batch=1), now=14.0, run_start=0.0)
+    one_image = log_step(meter, 4, step_result(1.0, batch=1), now=14.0, run_start=0.0)
     assert math.isnan(one_image["target_image_share"])                 # undefined for one image
 
 

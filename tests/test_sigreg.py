@@ -11,7 +11,7 @@ from jepa_lite.engine.config import TrainConfig
 from jepa_lite.engine.train import Trainer, train
 
 TINY = dict(model="micro", batch_size=16, log_every=1, device="cpu", image_size=16, patch_size=2,
-            warmup_steps=2, checkpoint_every_minutes=100.0, workers=1, target_mode="sigreg")
+            warmup_steps=2, checkpoint_every_minutes=100.0, target_mode="sigreg")
 
 
 def gen(seed=0):

@@ -12,7 +12,7 @@ from jepa_lite.engine.config import TrainConfig
 from jepa_lite.engine.train import Trainer, train
 
 QUIET = dict(progress=False, log=lambda *a: None)
-RUN = dict(model="micro", batch_size=16, patch_size=2, log_every=1, device="cpu", warmup_steps=2, workers=1,
+RUN = dict(model="micro", batch_size=16, patch_size=2, log_every=1, device="cpu", warmup_steps=2,
            checkpoint_every_minutes=100.0, loader_workers=1)
 
 

@@ -242,6 +242,8 @@ class JEPA(nn.Module):
         self.sigreg_weight, self.sigreg_on = sigreg_weight, sigreg_on
         # SIGReg's random directions (and "tokens"' positions): the trainer seeds this every step
         self.direction_generator = torch.Generator()
+        # (rank, processes) when data-parallel (set by the trainer): SIGReg then tests the global batch
+        self.data_parallel = (0, 1)
         self.pixel_head = None
         if objective != "jepa":
             if patch_dim is None or patch_dim < 1:
@@ -273,8 +275,10 @@ class JEPA(nn.Module):
         image at a position drawn from direction_generator ("tokens")."""
         if self.sigreg_on == "pooled":
             return full.mean(dim=1)
-        positions = torch.randint(full.shape[1], (full.shape[0],), generator=self.direction_generator)
-        return full[torch.arange(full.shape[0], device=full.device), positions.to(full.device)]
+        rank, world = self.data_parallel          # draw for the global batch, keep this rank's rows
+        B = full.shape[0]
+        positions = torch.randint(full.shape[1], (B * world,), generator=self.direction_generator)
+        return full[torch.arange(B, device=full.device), positions[rank * B:(rank + 1) * B].to(full.device)]
 
     def target_pixels(self, images: torch.Tensor, target_indices: torch.Tensor) -> torch.Tensor:
         """The pixels the pixel head must reconstruct: [B, T, K_tgt, C * p * p], normalised per
@@ -302,7 +306,8 @@ class JEPA(nn.Module):
             out["loss"] = embedding_loss(z_hat.float(), z_t.float(), self.loss_kind)
             if self.target_mode == "sigreg":
                 out["embedding_loss"] = out["loss"]
-                out["sigreg_loss"] = sigreg(self.sigreg_embeddings(raw), generator=self.direction_generator)
+                out["sigreg_loss"] = sigreg(self.sigreg_embeddings(raw), generator=self.direction_generator,
+                                           across_processes=self.data_parallel[1] > 1)
                 out["loss"] = (1 - self.sigreg_weight) * out["embedding_loss"] + self.sigreg_weight * out["sigreg_loss"]
             return out
         reconstruction = self.pixel_head(z_hat)                               # [B, T, K_tgt, P]

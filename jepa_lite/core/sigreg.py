@@ -21,6 +21,7 @@ any other distribution: a collapsed sample (every embedding the same) gives T of
 from __future__ import annotations
 
 import torch
+import torch.distributed
 
 # the minimal example's settings: 256 directions, 17 knots on [0, 3]
 NUM_DIRECTIONS = 256
@@ -51,24 +52,55 @@ def quadrature(knots: int = KNOTS, t_max: float = T_MAX, device: torch.device | 
     return t, weights * torch.exp(-t.square() / 2)
 
 
-def epps_pulley(projections: torch.Tensor, knots: int = KNOTS, t_max: float = T_MAX) -> torch.Tensor:
+class SumOverProcesses(torch.autograd.Function):
+    """all_reduce(SUM) that gradients flow through: every process gets the sum, and the gradient of
+    each process's input is the sum of the processes' output gradients (each process's loss uses
+    the sum of every process's input). DDP then averages the parameter gradients."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        total = tensor.clone()
+        torch.distributed.all_reduce(total)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        total = grad.clone()
+        torch.distributed.all_reduce(total)
+        return total
+
+
+def epps_pulley(projections: torch.Tensor, knots: int = KNOTS, t_max: float = T_MAX,
+                across_processes: bool = False) -> torch.Tensor:
     """projections [N, M] (N samples of M one-dimensional variables) -> [M], the Epps–Pulley
-    statistic of each column against N(0, 1)."""
+    statistic of each column against N(0, 1).
+
+    across_processes: the N rows are this process's share of a sample split evenly over the
+    processes of a torch.distributed group; the statistic is the whole sample's (its ECF is the
+    mean of the processes' ECFs), with gradients flowing back to every process's rows."""
     if projections.dim() != 2 or projections.shape[0] < 2:
         raise ValueError(f"projections must be [N, M] with N >= 2 samples, got {tuple(projections.shape)}")
     x = projections.float()
     t, weights = quadrature(knots, t_max, x.device)
     tx = x.unsqueeze(-1) * t                                            # [N, M, K]
-    ecf_real, ecf_imag = torch.cos(tx).mean(dim=0), torch.sin(tx).mean(dim=0)      # [M, K]
+    ecf = torch.stack([torch.cos(tx).mean(dim=0), torch.sin(tx).mean(dim=0)])     # [2, M, K]
+    n = x.shape[0]
+    if across_processes:
+        world = torch.distributed.get_world_size()
+        ecf, n = SumOverProcesses.apply(ecf) / world, n * world
+    ecf_real, ecf_imag = ecf[0], ecf[1]
     gaussian = torch.exp(-t.square() / 2)                                # phi(t), real
     distance = (ecf_real - gaussian).square() + ecf_imag.square()       # |ECF - phi|^2, [M, K]
-    return x.shape[0] * (distance * weights).sum(dim=-1)
+    return n * (distance * weights).sum(dim=-1)
 
 
 def sigreg(embeddings: torch.Tensor, num_directions: int = NUM_DIRECTIONS, knots: int = KNOTS,
-           t_max: float = T_MAX, generator: torch.Generator | None = None) -> torch.Tensor:
+           t_max: float = T_MAX, generator: torch.Generator | None = None,
+           across_processes: bool = False) -> torch.Tensor:
     """embeddings [N, D] (or [..., D], flattened to N rows) -> scalar: the mean over
-    `num_directions` random directions of the Epps–Pulley statistic of the projected sample."""
+    `num_directions` random directions of the Epps–Pulley statistic of the projected sample.
+    across_processes: the statistic of the sample all the processes' embeddings make together
+    (every process must draw the same directions: the same `generator` seed)."""
     z = embeddings.reshape(-1, embeddings.shape[-1])
     directions = random_directions(z.shape[-1], num_directions, generator, z.device)
-    return epps_pulley(z.float() @ directions, knots, t_max).mean()
+    return epps_pulley(z.float() @ directions, knots, t_max, across_processes).mean()

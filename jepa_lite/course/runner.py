@@ -58,12 +58,12 @@ import resource, sys, threading, time, nbformat, psutil
 from nbconvert.preprocessors import ExecutePreprocessor
 source, target, timeout = sys.argv[1], sys.argv[2], int(sys.argv[3])
 peak = [0]
-def sample():   # the kernel and its children (data-parallel helpers) together, every 0.25 s
+def sample():   # the kernel and its children (e.g. DataLoader workers) together, every 0.25 s
     me = psutil.Process()
     while True:
         total = 0
         for child in me.children(recursive=True):
-            try:   # PSS counts shared pages (the helpers' shared image cache) once, as a cgroup limit does
+            try:   # PSS counts shared pages once, as a cgroup limit does
                 info = child.memory_full_info()
                 total += getattr(info, "pss", info.rss)
             except psutil.Error:
@@ -93,7 +93,7 @@ print(max(peak[0] // 1024, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrs
 def run_course(out_dir: str | Path = "build/notebooks", profile: str | None = None,
                only: list[str] | None = None, timeout: int = 1800, log=print) -> list[dict]:
     """Execute every notebook in order, each in a fresh kernel, into `out_dir` (the sources are not
-    touched). Prints wall time and the peak memory of the kernel and its helper processes together
+    touched). Prints wall time and the peak memory of the kernel and its child processes together
     per notebook, then notebook 06's probe table. Returns one dict per notebook."""
     import subprocess
     import sys

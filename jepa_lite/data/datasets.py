@@ -18,6 +18,7 @@ difference of the platform's sin/cos landing on a pixel boundary, on every machi
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Iterator
 
@@ -220,8 +221,13 @@ def batch_indices(num_images: int, batch_size: int, seed: int, step: int) -> tor
     """The image indices of a step: epochs are fresh permutations, batches consecutive slices."""
     per_epoch = max(num_images // batch_size, 1)
     epoch, position = divmod(step, per_epoch)
-    order = torch.randperm(num_images, generator=step_generator(seed, epoch, 15))
-    return order[position * batch_size:(position + 1) * batch_size]
+    return epoch_order(num_images, seed, epoch)[position * batch_size:(position + 1) * batch_size].clone()
+
+
+@functools.lru_cache(maxsize=2)
+def epoch_order(num_images: int, seed: int, epoch: int) -> torch.Tensor:
+    """An epoch's permutation of the images, drawn once per epoch (not once per step)."""
+    return torch.randperm(num_images, generator=step_generator(seed, epoch, 15))
 
 
 def rows_of_rank(batch: int, rank: int, world: int) -> slice:

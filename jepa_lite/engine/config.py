@@ -177,7 +177,7 @@ class TrainConfig:
     device: str = "auto"
     amp: str = "auto"                      # "auto" (by capability, device.py), "bf16", "fp16", "fp32"
     compile: bool = False
-    workers: int = 0                       # CPU processes sharing each batch (distributed.py); 0 = auto
+    workers: int = 1                       # one process; more come from torchrun (engine/distributed.py)
     log_every: int = 25
     checkpoint_every_minutes: float = 2.0
 
@@ -208,11 +208,13 @@ class TrainConfig:
                 raise ValueError(f"{name} must be > 0, got {value}")
         at_least_zero = {"min_lr": self.min_lr, "start_lr": self.start_lr, "warmup_steps": self.warmup_steps,
                          "weight_decay": self.weight_decay, "final_weight_decay": self.final_weight_decay,
-                         "grad_clip": self.grad_clip, "workers": self.workers,
-                         "loader_workers": self.loader_workers}
+                         "grad_clip": self.grad_clip, "loader_workers": self.loader_workers}
         for name, value in at_least_zero.items():
             if value is not None and value < 0:
-                raise ValueError(f"{name} must be >= 0{' (0 = auto)' if name == 'workers' else ''}, got {value}")
+                raise ValueError(f"{name} must be >= 0, got {value}")
+        if self.workers not in (0, 1):        # 0: "auto" in configs saved before runs were one process
+            raise ValueError(f"workers={self.workers}: a run is one process; start several with torchrun "
+                             f"(torchrun --nproc_per_node={self.workers} -m jepa_lite train ...)")
         if self.warmup_fraction is not None and not 0 <= self.warmup_fraction < 1:
             raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
         if self.warmup_fraction and self.warmup_steps:
@@ -232,6 +234,9 @@ class TrainConfig:
         if self.target_mode == "sigreg" and self.objective != "jepa":
             raise ValueError(f"target_mode 'sigreg' regularises the embedding objective (objective='jepa'), "
                              f"got objective={self.objective!r}")
+        if self.target_mode == "joint" and self.objective == "pixels":
+            raise ValueError("target_mode 'joint' trains the target encoder through the embedding loss, which "
+                             "objective 'pixels' does not have; use target_mode='ema' (or objective='both')")
         if not 0 <= self.drop_path < 1:
             raise ValueError(f"drop_path must be in [0, 1), got {self.drop_path}")
         if self.stream and not self.data.startswith("imagefolder:"):
@@ -303,7 +308,7 @@ class TrainConfig:
     def from_dict(cls, values: dict) -> "TrainConfig":
         """From a saved config (config.json's "train", a checkpoint's "train_config"); keys this
         version does not know are dropped, and a config saved before recipes existed is "fast"."""
-        known = {f.name for f in fields(cls)}
+        known = {f.name for f in fields(cls)} - {"workers"}     # a saved run's process count is not its config
         values = {k: (tuple(v) if isinstance(v, list) and k in ("crop_scale", "betas") else v)
                   for k, v in values.items() if k in known}
         return cls(**values)

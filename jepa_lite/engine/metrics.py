@@ -4,7 +4,8 @@ written as the run goes (watch it live: `tail -f RUN/metrics.jsonl`).
 
     meter = IntervalMeter(start=time.perf_counter())
     meter.add(step_result)                                # after every step
-    record = meter.record(step, step_result, now, run_start)   # the mean since the last record
+    names, sums = meter.sums()                            # at a log step: one tensor (all-reduced by DDP runs)
+    record = meter.record(step, dict(zip(names, (sums / meter.steps).tolist())), step_result, now, run_start)
     warning = collapse_warning(record, embed_dim)         # None for a healthy run
 """
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+
+import torch
 
 from jepa_lite.core.objective import across_image_share, embedding_std, rankme
 from jepa_lite.engine.checkpoint import write_text_atomic
@@ -21,29 +24,36 @@ LOSS_PARTS = ("embedding_loss", "pixel_loss", "sigreg_loss")
 
 
 class IntervalMeter:
-    """Sums what the steps since the last record did: loss, images, and the parts of the loss."""
+    """Sums what the steps since the last record did: the loss and its parts (kept as tensors, so
+    that no step waits for the device), and the images seen."""
 
     def __init__(self, start: float):
         self._reset(start)
 
     def _reset(self, now: float) -> None:
-        self.loss, self.steps, self.images, self.start = 0.0, 0, 0, now
-        self.parts: dict[str, float] = {}
+        self.steps, self.images, self.start = 0, 0, now
+        self.totals: dict[str, torch.Tensor] = {}
 
     def add(self, result: dict) -> None:
-        """One step's result (Trainer.train_step): its loss, batch size and loss parts."""
-        self.loss += result["loss"].item()
+        """One step's result (Trainer.train_step): its loss tensors and its batch size."""
+        for name in ("loss", *LOSS_PARTS):
+            if name in result:
+                value = result[name].float()
+                self.totals[name] = self.totals[name] + value if name in self.totals else value
         self.steps += 1
         self.images += result["batch"]
-        for part in LOSS_PARTS:
-            if part in result:
-                self.parts[part] = self.parts.get(part, 0.0) + result[part].item()
 
-    def record(self, step: int, result: dict, now: float, run_start: float) -> dict:
-        """The record for `step`: the interval's mean loss and speed, this step's schedules, and the
-        collapse monitors of this step's target tokens [B, K, D]; then a new interval starts."""
+    def sums(self) -> tuple[list[str], torch.Tensor]:
+        """The interval's summed losses: (names, one tensor), ready for a single all-reduce."""
+        names = list(self.totals)
+        return names, torch.stack([self.totals[name] for name in names])
+
+    def record(self, step: int, losses: dict[str, float], result: dict, now: float, run_start: float) -> dict:
+        """The record for `step`: the interval's mean `losses` (from `sums`) and speed, this step's
+        schedules, and the collapse monitors of this step's target tokens [B, K, D]; then a new
+        interval starts."""
         tokens = result["target_tokens"]
-        record = {"step": step, "loss": self.loss / self.steps,
+        record = {"step": step, "loss": losses["loss"],
                   "lr": result["lr"], "weight_decay": result["wd"], "momentum": result["momentum"],
                   "target_std": embedding_std(tokens),
                   "target_rankme": rankme(tokens.float().mean(dim=1)),
@@ -51,7 +61,7 @@ class IntervalMeter:
                   "target_image_share": across_image_share(tokens) if tokens.shape[0] >= 2 else float("nan"),
                   "images_per_second": self.images / max(now - self.start, 1e-9),
                   "elapsed_seconds": now - run_start}
-        record.update({part: total / self.steps for part, total in self.parts.items()})
+        record.update({name: value for name, value in losses.items() if name != "loss"})
         self._reset(now)
         return record
 

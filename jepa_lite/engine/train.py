@@ -1,10 +1,14 @@
-"""The training loop: time budget, metrics, checkpoints, exact resume, a clean stop on a signal.
+"""The training loop: one step, then the loop around it (time budget, logging, checkpoints, exact
+resume, a clean stop on a signal). Read `Trainer.train_step` first: it is the whole algorithm.
 
-A resolved `TrainConfig` (config.py) says everything the run does; build.py makes its networks,
-train_data.py its data and each step's batch, schedules.py its lr and weight decay, checkpoint.py
-reads and writes its files.
-Randomness is a pure function of (seed, step), so a run resumed from a checkpoint draws the
-same batches, crops and masks as the uninterrupted run and, on CPU, gives the same losses.
+A resolved `TrainConfig` (config.py) says everything a run does; build.py makes its networks,
+train_data.py each step's batch and masks, schedules.py its lr and weight decay, checkpoint.py
+reads and writes its files, and core/objective.py is the JEPA itself (forward, loss, EMA).
+Randomness is a pure function of (seed, step), so a run resumed from a checkpoint draws the same
+batches, crops and masks as the uninterrupted run and, on a CPU, gives the same losses.
+
+One process trains unless torchrun starts several (distributed.py): then every rank runs this
+same loop on its rows of each batch, and rank 0 alone logs and writes checkpoints.
 
 The same engine trains every variant (notebook 08):
     objective  "jepa" (predict embeddings), "pixels" (reconstruct the target patches' pixels,
@@ -15,7 +19,6 @@ The same engine trains every variant (notebook 08):
 """
 from __future__ import annotations
 
-import copy
 import math
 import signal
 import time
@@ -23,7 +26,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 
 from jepa_lite.core.models import set_drop_path_generator
 from jepa_lite.core.objective import JEPA, ema_momentum
@@ -47,10 +49,8 @@ from jepa_lite.engine.progress import progress_bar
 from jepa_lite.engine.schedules import BudgetLength, lr_at, weight_decay_at
 from jepa_lite.engine.signals import StopSignals
 from jepa_lite.engine.train_data import TrainBatches, training_images
-from jepa_lite.errors import CheckpointError, HelperFailed, JepaLiteError, TrainingStopped
+from jepa_lite.errors import CheckpointError, JepaLiteError, TrainingStopped
 
-# ---------------------------------------------------------------------------------------------
-# the loop
 
 @dataclass
 class TrainResult:
@@ -71,40 +71,39 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.checkpoint_path = self.out_dir / CHECKPOINT_NAME
-        self.progress = progress
-        self.log = log
+        self.progress, self.log = progress, log
         self.device = pick_device(config.device)
-        self.rank, self.world = 0, 1       # set here under torchrun, in run() for workers > 1
+        self.rank, self.world = 0, 1
         launch = distributed.launched_by_torchrun()
-        if launch is not None:
+        if launch is not None:                          # one of several processes: join their group
             self.rank, self.world, local_rank = launch
             if self.device.type == "cuda":              # one GPU per process
                 self.device = torch.device("cuda", local_rank)
                 torch.cuda.set_device(self.device)
-            distributed.check_world(config.batch_size, self.world)
-            distributed.join_torchrun_group(self.device)
+            distributed.join_group(self.device, config.batch_size, self.world)
             if self.rank != 0:                          # rank 0 alone logs and shows progress
                 self.log, self.progress = (lambda *args, **kwargs: None), False
         self.precision = choose_precision(self.device, config.amp)
         if self.device.type != "cpu":
             self.log(describe_device(self.device, config.amp))
-        torch.manual_seed(config.seed)
 
         dataset, self.streaming = training_images(config, dataset, self.log)
         self.image_size = dataset.image_size if self.streaming else dataset.images.shape[-1]
         self.dataset = dataset if self.streaming else dataset.to(self.device)
         self.encoder_config, self.predictor_config, self.mask_config = configs_for(config, self.image_size)
-        self.model = build_jepa(self.encoder_config, self.predictor_config, config.target_mode, config.loss,
-                                objective=config.objective, pixel_weight=config.pixel_weight,
-                                target_norm=config.target_norm, sigreg_weight=config.sigreg_weight,
-                                sigreg_on=config.sigreg_on).to(self.device)
+        with torch.random.fork_rng(devices=[]):      # the seed sets the initial weights; the caller's RNG is kept
+            torch.manual_seed(config.seed)
+            self.model = build_jepa(self.encoder_config, self.predictor_config, config.target_mode, config.loss,
+                                    objective=config.objective, pixel_weight=config.pixel_weight,
+                                    target_norm=config.target_norm, sigreg_weight=config.sigreg_weight,
+                                    sigreg_on=config.sigreg_on).to(self.device)
+        self.model.data_parallel = (self.rank, self.world)    # SIGReg's statistic over the global batch
         self.drop_path_generator = torch.Generator()          # seeded per step in train_step
         set_drop_path_generator(self.model, self.drop_path_generator)
         self.optimizer = torch.optim.AdamW(param_groups(self.model), lr=config.lr, betas=config.betas,
                                            weight_decay=config.weight_decay)
         self.scaler = grad_scaler(self.device, self.precision)        # active for fp16 only
         self.batches = TrainBatches(self.dataset, self.streaming, config, self.mask_config, self.device)
-        self.forward = torch.compile(self.model, dynamic=True) if config.compile else self.model
 
         self.steps_per_epoch = max(len(dataset) // config.batch_size, 1)
         if config.steps is not None:
@@ -113,22 +112,22 @@ class Trainer:
             self.total_steps = max(1, math.ceil(config.epochs * self.steps_per_epoch))
         else:
             self.total_steps = None        # set from measured speed after a few steps
-        self.workers = config.workers or distributed.auto_workers(self.device, config.batch_size, self.total_steps,
-                                                               config.budget_minutes)
-        distributed.check_workers(self.workers, config.batch_size, self.device)
         self.step = 0
         self.elapsed = 0.0                 # training seconds spent so far (over all resumes)
         self.history: list[dict] = []
-        if launch is None:
+        self._last_saved_step = 0
+        if self.world == 1:
             if resume and self.checkpoint_path.exists():
                 self._restore(load_checkpoint(self.checkpoint_path, map_location=self.device))
         else:
             self._restore_on_every_rank(resume)
-            self._join(self.rank, self.world)
+        self.forward = self.model if self.world == 1 else distributed.wrap(self.model, self.device)
+        if config.compile:
+            self.forward = torch.compile(self.forward, dynamic=True)
 
     def _restore_on_every_rank(self, resume: bool) -> None:
-        """torchrun: rank 0 reads the checkpoint (if any) and sends it to the others; a bad file is
-        the same one-line error on every rank, not a wait."""
+        """Several processes: rank 0 reads the checkpoint (if any) and sends it to the others; a bad
+        file is the same one-line error on every rank, not a wait."""
         state = None
         if self.rank == 0 and resume and self.checkpoint_path.exists():
             try:
@@ -141,17 +140,6 @@ class Trainer:
             raise CheckpointError(state["error"])
         if state is not None:
             self._restore(state)
-
-    def _join(self, rank: int, world: int) -> None:
-        """Train as `rank` of a group of `world` processes: DDP around the model."""
-        self.rank, self.world = rank, world
-        self.forward = distributed.wrap(self.model, self.device)
-        if self.config.compile:
-            self.forward = torch.compile(self.forward, dynamic=True)
-
-    def _leave(self) -> None:
-        self.rank, self.world = 0, 1
-        self.forward = torch.compile(self.model, dynamic=True) if self.config.compile else self.model
 
     # -- state -----------------------------------------------------------------------------
     def state(self) -> dict:
@@ -191,7 +179,7 @@ class Trainer:
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         if self.scaler.is_enabled() and "grad_scaler" in checkpoint:
             self.scaler.load_state_dict(checkpoint["grad_scaler"])
-        self.step = checkpoint["step"]
+        self.step = self._last_saved_step = checkpoint["step"]
         if self.total_steps is None:           # budget runs keep the schedule they measured
             self.total_steps = checkpoint["total_steps"]
         self.elapsed = checkpoint.get("elapsed_seconds", 0.0)
@@ -199,48 +187,50 @@ class Trainer:
         self.log(f"resumed from {self.checkpoint_path.name} at step {self.step}")
 
     def save(self) -> None:
+        """Rank 0 writes the checkpoint, metrics.json and config.json, each atomically."""
+        if self.rank != 0:
+            return
         save_atomic(self.state(), self.checkpoint_path)
         write_json_atomic(self.history, self.out_dir / "metrics.json")
         write_json_atomic({"train": asdict(self.config), "encoder": asdict(self.encoder_config),
                            "predictor": asdict(self.predictor_config), "mask": asdict(self.mask_config)},
                           self.out_dir / "config.json")
+        self._last_saved_step = self.step
 
     # -- one step --------------------------------------------------------------------------
-    @property
-    def trainable(self) -> list[nn.Parameter]:
-        return [p for p in self.model.parameters() if p.requires_grad]
-
     def train_step(self, step: int, total_steps: int) -> dict:
+        """One optimizer step. Nothing here waits for the device: the losses come back as tensors,
+        read at log steps only (`_log`)."""
         config = self.config
+        # 1. this step's schedules
         lr, wd = lr_at(step, total_steps, config), weight_decay_at(step, total_steps, config)
         momentum = ema_momentum(step, total_steps, config.ema_start, config.ema_end)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
             group["weight_decay"] = wd if group["apply_wd"] else 0.0
 
-        images, target_images, masks, batch = self.batches(step, self.rank, self.world)   # this rank's rows
+        # 2. the batch (this rank's rows) and its masks, and the step's other random draws
+        images, target_images, masks, batch = self.batches(step, self.rank, self.world)
         self.drop_path_generator.manual_seed(config.seed * 7919 + step + 104729 * self.rank)  # per step and rank
         self.model.direction_generator = step_generator(config.seed, step, 4)    # SIGReg: the same on every rank
 
+        # 3. forward: z_c = f(x_c), z_t = g(x), z_hat = h(z_c, target positions), and the loss
         self.model.train()
         with autocast_context(self.device, self.precision):
             out = self.forward(images, masks.context_indices, masks.target_indices, target_images)
-        loss = out["loss"]
+
+        # 4. backward (DDP averages the gradients over the ranks), clip, AdamW
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()         # fp16: scaled so that small gradients survive
-        if self.world > 1:      # DDP averaged the gradients; the whole batch's loss decides a NaN stop on every rank
-            loss = distributed.mean_over_ranks(loss)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"loss became {loss.item()} at step {step}; stopping. The last good checkpoint "
-                f"(step {self._last_saved_step}) is kept at {self.checkpoint_path}; try a lower --lr than {config.lr}")
+        self.scaler.scale(out["loss"]).backward()   # fp16: scaled so that small gradients survive
         self.scaler.unscale_(self.optimizer)        # true gradients before clipping (no-op unless fp16)
         if config.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
         self.scaler.step(self.optimizer)            # skips the step if fp16 gradients overflowed
         self.scaler.update()
+
+        # 5. the target encoder follows the context encoder (EMA; nothing in "joint" and "sigreg")
         self.model.update_target(momentum)
-        result = {"loss": loss.detach(), "lr": lr, "wd": wd, "momentum": momentum,
+        result = {"loss": out["loss"].detach(), "lr": lr, "wd": wd, "momentum": momentum,
                   "target_tokens": out["target_tokens"].detach(), "batch": batch}
         for part in LOSS_PARTS:             # the parts of objectives "both" / "pixels" and of target mode "sigreg"
             if part in out:
@@ -250,11 +240,105 @@ class Trainer:
     # -- the loop ----------------------------------------------------------------------------
     def run(self, until_step: int | None = None) -> TrainResult:
         """Train to the end of the schedule or the budget, or pause after `until_step` steps (the
-        schedule is unchanged: a later run() resumes exactly). With workers > 1 this process is
-        rank 0 of a data-parallel group (distributed.py) whose helpers it starts and stops."""
-        if self.workers > 1:
-            return run_with_helpers(self, until_step)
-        return self._loop(until_step)
+        schedule is unchanged: a later run() resumes exactly)."""
+        live_metrics = LiveMetrics(self.out_dir / METRICS_LIVE_NAME if self.rank == 0 else None, self.history)
+        try:
+            with StopSignals() as signals:
+                return self._loop(until_step, signals, live_metrics)
+        finally:
+            self.batches.stop()                # streaming: stop the loader's workers (a later run() restarts them)
+            live_metrics.close()
+
+    def _loop(self, until_step: int | None, signals: StopSignals, live_metrics: LiveMetrics) -> TrainResult:
+        config = self.config
+        budget = config.budget_minutes * 60 if config.budget_minutes is not None else None
+        length = BudgetLength(budget) if budget is not None else None
+        bar = progress_bar(self.total_steps, initial=self.step, desc="train") if self.progress else None
+        meter = IntervalMeter(start=time.perf_counter())
+        last_save = time.perf_counter()
+        run_start = time.perf_counter() - self.elapsed
+        total = self.total_steps or 10 ** 6       # before a budget run has measured its speed
+        warned_collapse, stop_signal = False, 0
+        while True:
+            # the clock and the signals: checked every step by one process, by all together at log steps
+            if self.world == 1 or self.step % config.log_every == 0:
+                total = self.total_steps or 10 ** 6      # several processes: rank 0's value wins in agree
+                out_of_time = budget is not None and time.perf_counter() - run_start >= budget
+                stop_signal = signals.received or 0
+                if self.world > 1:
+                    out_of_time, total, stop_signal = distributed.agree(out_of_time, total, stop_signal, self.rank,
+                                                                        self.device)
+                    if length is not None and total != 10 ** 6:
+                        self.total_steps = total
+                if out_of_time or stop_signal:
+                    break
+            if self.step >= total or (until_step is not None and self.step >= until_step):
+                break
+            result = self.train_step(self.step, total)
+            self.step += 1
+            meter.add(result)
+            if bar is not None:
+                bar.update(1)
+
+            if length is not None and (self.world == 1 or self.step % config.log_every == 0):
+                # a budget: the schedule's length from the measured speed (rank 0's, sent at the next agree)
+                self.total_steps = length.update(self.step, time.perf_counter(), run_start, self.total_steps)
+                if bar is not None and bar.total != self.total_steps:
+                    bar.total = self.total_steps
+                    bar.refresh()
+
+            if self.step % config.log_every == 0 or self.step == total:
+                record = self._log(meter, result, run_start)
+                live_metrics.write(record)
+                if not warned_collapse:
+                    warned_collapse = self._warn_if_collapsed(record)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{record['loss']:.4f}", std=f"{record['target_std']:.3f}")
+                if time.perf_counter() - last_save > config.checkpoint_every_minutes * 60:
+                    self.elapsed = time.perf_counter() - run_start
+                    self.save()
+                    last_save = time.perf_counter()
+
+        self.elapsed = time.perf_counter() - run_start
+        if bar is not None:
+            bar.close()
+        if meter.steps:                 # steps since the last log: their loss must be finite before saving
+            self._check_finite(meter, self.step)
+        if stop_signal:                 # save what was done, then stop: the same command resumes
+            self.save()
+            self._barrier()
+            message = (f"stopped by {signal.Signals(stop_signal).name} at step {self.step}: checkpoint written "
+                       f"to {self.checkpoint_path}; the same command resumes from it")
+            self.log(message)
+            raise TrainingStopped(message, stop_signal)
+        paused = until_step is not None and self.step >= until_step
+        if not paused and (self.total_steps is None or (budget is not None and self.step < self.total_steps)):
+            self.total_steps = self.step             # budget ran out: record what was done
+        self.save()
+        self._barrier()      # leave together, after rank 0's last checkpoint
+        return TrainResult(self.model, self.history, self.checkpoint_path, self.step, self.elapsed)
+
+    def _log(self, meter: IntervalMeter, result: dict, run_start: float) -> dict:
+        """A log step: the interval's mean losses (averaged over the ranks), a stop if they are not
+        finite, and the record appended to the history."""
+        losses = self._check_finite(meter, self.step)
+        record = meter.record(self.step, losses, result, time.perf_counter(), run_start)
+        self.history.append(record)
+        return record
+
+    def _check_finite(self, meter: IntervalMeter, step: int) -> dict[str, float]:
+        """The interval's mean losses, over every rank; a FloatingPointError (on every rank) if one
+        is not finite: the last checkpoint, written before it, is kept."""
+        names, sums = meter.sums()
+        if self.world > 1:
+            sums = distributed.mean_over_ranks(sums)
+        losses = dict(zip(names, (sums / meter.steps).tolist()))
+        if not math.isfinite(losses["loss"]):
+            raise FloatingPointError(
+                f"loss became {losses['loss']} by step {step}; stopping. The last good checkpoint "
+                f"(step {self._last_saved_step}) is kept at {self.checkpoint_path}; try a lower --lr than "
+                f"{self.config.lr}")
+        return losses
 
     def _warn_if_collapsed(self, record: dict) -> bool:
         """Log metrics.collapse_warning's line when the record shows collapse; True if it did."""
@@ -263,139 +347,9 @@ class Trainer:
             self.log(warning)
         return warning is not None
 
-    def _loop(self, until_step: int | None) -> TrainResult:
-        with StopSignals() as signals:
-            return self._loop_until_signal(until_step, signals)
-
-    def _loop_until_signal(self, until_step: int | None, signals: "StopSignals") -> TrainResult:
-        self._last_saved_step = self.step
-        live_metrics = LiveMetrics(self.out_dir / METRICS_LIVE_NAME if self.rank == 0 else None, self.history)
-        try:
-            return self._steps(until_step, signals, live_metrics)
-        finally:
-            self.batches.stop()                # streaming: stop the loader's workers (a later run() restarts them)
-            live_metrics.close()
-
-    def _steps(self, until_step: int | None, signals: "StopSignals", live_metrics: LiveMetrics) -> TrainResult:
-        config = self.config
-        budget = config.budget_minutes * 60 if config.budget_minutes is not None else None
-        provisional_total = 10 ** 6                  # before the speed is measured (budget runs)
-        bar = None
-        if self.progress:
-            bar = progress_bar(self.total_steps, initial=self.step, desc="train")
-
-        meter = IntervalMeter(start=time.perf_counter())
-        last_save = time.perf_counter()
-        length = BudgetLength(budget) if budget is not None else None
-        run_start = time.perf_counter() - self.elapsed
-        warned_collapse = False
-        while True:
-            total = self.total_steps or provisional_total
-            stop = (self.step >= total or (until_step is not None and self.step >= until_step)
-                    or (self.rank == 0 and budget is not None and time.perf_counter() - run_start >= budget))
-            stop_signal = signals.received or 0
-            if self.world > 1:       # stop together: rank 0's clock and schedule length, any rank's signal
-                stop, total, stop_signal = distributed.agree(stop, total, stop_signal, self.rank, self.device)
-            if stop or stop_signal:
-                break
-            result = self.train_step(self.step, total)
-            self.step += 1
-            meter.add(result)
-            if bar is not None:
-                bar.update(1)
-
-            if length is not None:           # a budget: the schedule's length from the measured speed
-                total_before = self.total_steps
-                self.total_steps = length.update(self.step, time.perf_counter(), run_start, self.total_steps)
-                if bar is not None and self.total_steps != total_before:
-                    bar.total = self.total_steps
-                    bar.refresh()
-
-            if self.step % config.log_every == 0 or self.step == (self.total_steps or -1):
-                record = meter.record(self.step, result, time.perf_counter(), run_start)
-                self.history.append(record)
-                live_metrics.write(record)
-                if not warned_collapse:
-                    warned_collapse = self._warn_if_collapsed(record)
-                if bar is not None:
-                    bar.set_postfix(loss=f"{record['loss']:.4f}", std=f"{record['target_std']:.3f}")
-            if self.rank == 0 and time.perf_counter() - last_save > config.checkpoint_every_minutes * 60:
-                self.elapsed = time.perf_counter() - run_start
-                self.save()
-                self._last_saved_step = self.step
-                last_save = time.perf_counter()
-
-        self.elapsed = time.perf_counter() - run_start
-        if bar is not None:
-            bar.close()
-        if stop_signal:                           # save what was done, then stop: the same command resumes
-            if self.rank == 0:
-                self.save()
-            if self.world > 1:
-                distributed.dist.barrier()
-            message = (f"stopped by {signal.Signals(stop_signal).name} at step {self.step}: checkpoint written "
-                       f"to {self.checkpoint_path}; the same command resumes from it")
-            self.log(message)
-            raise TrainingStopped(message, stop_signal)
-        paused = until_step is not None and self.step >= until_step
-        if not paused and (self.total_steps is None or (budget is not None and self.step < self.total_steps)):
-            self.total_steps = self.step             # budget ran out: record what was done
-        if self.rank == 0:
-            self.save()
-        if self.world > 1:        # leave together, after rank 0's last checkpoint (a rank that tears the group
-            distributed.dist.barrier()   # down while another still uses it can abort)
-        return TrainResult(self.model, self.history, self.checkpoint_path, self.step, self.elapsed)
-
-
-# ---------------------------------------------------------------------------------------------
-# workers > 1: this process is rank 0, the helpers run _helper_main (distributed.py starts them)
-
-def run_with_helpers(trainer: Trainer, until_step: int | None) -> TrainResult:
-    """Trainer.run() with workers > 1 on a CPU: start ranks 1..workers-1 as helper processes (each
-    with rank 0's state, then the same loop, silently) and train as rank 0 of their group.
-    (Here, not in distributed.py: that module knows process groups, not the Trainer.)"""
-    threads = torch.get_num_threads()
-    per_worker = distributed.threads_per_worker(trainer.workers)
-    trainer.log(f"data parallel: {trainer.workers} processes x {per_worker} thread(s), "
-                f"{trainer.config.batch_size // trainer.workers} images each per step")
-    torch.set_num_threads(per_worker)
-    try:
-        with distributed.HelperProcesses(trainer.workers, _helper_main,
-                             (trainer.config, str(trainer.out_dir), distributed.shareable(trainer.dataset),
-                              # a copy: tensors sent to a helper move to shared memory, and
-                              # optimizer.load_state_dict keeps (not copies) the moments it gets
-                              copy.deepcopy(trainer.state()), per_worker)) as helpers:
-            trainer._join(0, trainer.workers)
-            try:
-                return trainer._loop(until_step)
-            except RuntimeError as e:          # a collective failed: say which helper stopped
-                why = helpers.failure()
-                if why:
-                    raise HelperFailed(f"{why}; the last good checkpoint (step {trainer._last_saved_step}) "
-                                       f"is kept at {trainer.checkpoint_path}") from e
-                raise
-    finally:
-        trainer._leave()
-        torch.set_num_threads(threads)
-
-
-def _helper_main(rank: int, world: int, store: str, config: TrainConfig, out_dir: str, dataset, state: dict,
-                 threads: int) -> None:
-    """A data-parallel helper (rank >= 1) started by rank 0's Trainer.run(): rank 0's state, then the
-    same training loop, silently (rank 0 logs, decides when to stop and writes the checkpoints)."""
-    torch.set_num_threads(threads)
-    distributed.init_file_group(store, rank, world)
-    try:
-        # resume=False: the state comes from rank 0, and helpers never write to out_dir
-        trainer = Trainer(config, out_dir, dataset=distributed.unshare(dataset), resume=False, progress=False,
-                          log=lambda *a: None)
-        trainer._restore(state)
-        trainer._join(rank, world)
-        trainer._loop(None)
-    except TrainingStopped:                   # rank 0 wrote the checkpoint
-        pass
-    finally:
-        distributed.dist.destroy_process_group()
+    def _barrier(self) -> None:
+        if self.world > 1:      # a rank that tears the group down while another still uses it can abort
+            distributed.dist.barrier()
 
 
 def train(config: TrainConfig, out_dir: str | Path, dataset: ImageDataset | None = None, resume: bool = True,

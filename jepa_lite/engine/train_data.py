@@ -9,6 +9,9 @@ the same global batch (train.py's Trainer draws them; notebook 05).
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import torch
 
 from jepa_lite.core.masks import MaskConfig, Masks, MaskSampler
@@ -16,7 +19,6 @@ from jepa_lite.data.augment import BatchAugment, scramble_colours
 from jepa_lite.data.datasets import batch_indices, load_dataset, rows_of_rank, step_generator
 from jepa_lite.data.images import ImageDataset
 from jepa_lite.data.stream import STREAM_ABOVE_BYTES, ImageFolderStream, stream_loader
-from jepa_lite.engine import distributed
 from jepa_lite.engine.config import TrainConfig
 
 
@@ -43,6 +45,22 @@ def training_images(config: TrainConfig, dataset: ImageDataset | None = None, lo
     return dataset, streaming
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on: its affinity mask, capped by a cgroup CPU quota (containers
+    and Binder often show many cores but grant one or two)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:                                    # macOS, Windows
+        cpus = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(cpus, 1)
+
+
 class TrainBatches:
     """The batch of each step. In memory (`dataset` on the device), every rank draws the whole batch
     (the same crops and masks) and keeps its rows; streamed, the DataLoader's workers decode and mask
@@ -55,7 +73,7 @@ class TrainBatches:
         self.mask_sampler = MaskSampler(mask_config)
         self.augment = BatchAugment(crop_scale=config.crop_scale, hflip=config.hflip)
         self.loader_workers = (config.loader_workers if config.loader_workers is not None
-                               else min(8, max(1, distributed.usable_cpus() // 2)))
+                               else min(8, max(1, usable_cpus() // 2)))
         self._batches = None                   # streaming: the DataLoader's iterator, from the current step
 
     def __call__(self, step: int, rank: int = 0, world: int = 1
@@ -68,16 +86,17 @@ class TrainBatches:
             rows = rows_of_rank(config.batch_size, rank, world)
             images, target_images = self._colour_views(images, step, rows=rows, batch_size=config.batch_size)
             return images, target_images, masks, config.batch_size
-        indices = batch_indices(len(self.dataset), config.batch_size, config.seed, step).to(self.device)
-        images = self.augment(self.dataset.images[indices], generator=step_generator(config.seed, step, 1))
-        masks = self.mask_sampler(images.shape[0], generator=step_generator(config.seed, step, 2), device=self.device)
-        images, target_images = self._colour_views(images, step)
-        batch = images.shape[0]
-        if world > 1:      # every rank drew the whole batch (same crops, same masks); keep our rows
-            rows = rows_of_rank(batch, rank, world)
-            images = images[rows]
-            target_images = None if target_images is None else target_images[rows]
+        indices = batch_indices(len(self.dataset), config.batch_size, config.seed, step)
+        batch = len(indices)
+        # the masks of the whole batch (their lengths are cut batch-wide), then this rank's rows of
+        # everything: its images, crops and colours are those rows of the one-process batch
+        masks = self.mask_sampler(batch, generator=step_generator(config.seed, step, 2), device=self.device)
+        rows = rows_of_rank(batch, rank, world)
+        if world > 1:
             masks = Masks(masks.context_indices[rows], masks.target_indices[rows], masks.grid_size)
+        images = self.augment(self.dataset.images[indices[rows].to(self.device)],
+                              generator=step_generator(config.seed, step, 1), rows=rows, batch_size=batch)
+        images, target_images = self._colour_views(images, step, rows=rows, batch_size=batch)
         return images, target_images, masks, batch
 
     def _colour_views(self, images: torch.Tensor, step: int, **rows) -> tuple[torch.Tensor, torch.Tensor | None]:
