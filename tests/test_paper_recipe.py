@@ -205,3 +205,12 @@ def test_an_unreadable_file_is_an_error_naming_it(tmp_path):
         assert stream[(0, 0)][1].shape == (3, 16, 16)
         with pytest.raises(ValueError, match=r"cannot read .*1\.png"):
             stream[(0, 1)]
+
+
+def test_a_paper_run_saved_before_the_reference_network_resumes_as_it_was_trained():
+    saved = asdict(TrainConfig(recipe="paper", steps=3).resolve())
+    for name in ("reference_masks", "reference_network"):
+        del saved[name]
+    old = TrainConfig.from_dict(saved).resolve()
+    assert old.reference_masks is False and old.reference_network is False
+    assert TrainConfig.from_dict({"recipe": "paper"}).resolve().reference_network is True     # not a saved run

@@ -311,6 +311,9 @@ class TrainConfig:
         known = {f.name for f in fields(cls)} - {"workers"}     # a saved run's process count is not its config
         values = {k: (tuple(v) if isinstance(v, list) and k in ("crop_scale", "betas") else v)
                   for k, v in values.items() if k in known}
+        if "lr" in values and values.get("recipe") == "paper":   # a resolved "paper" run saved before the
+            for name in ("reference_masks", "reference_network"):  # reference's masks and network existed
+                values.setdefault(name, False)
         return cls(**values)
 
     @classmethod
