@@ -329,7 +329,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except TrainingStopped as stopped:      # the checkpoint is written, and the trainer said how to resume
         return 128 + stopped.signal_number
-    except (JepaLiteError, ValueError, FileNotFoundError, FloatingPointError) as error:   # expected: one line
+    # the errors the package expects (a bad value, a missing file, a NaN loss) are one line; anything
+    # else is a bug and keeps its traceback
+    except (JepaLiteError, FileNotFoundError) as error:
         print(f"jepa-lite {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -7,6 +7,14 @@ class JepaLiteError(Exception):
     """An expected failure whose message says what is wrong and what to do."""
 
 
+class BadValue(JepaLiteError, ValueError):
+    """A setting or an input outside its valid range; the message names the value and the range."""
+
+
+class LossNotFinite(JepaLiteError, FloatingPointError):
+    """Training stopped because the loss became NaN or infinite; the last good checkpoint is kept."""
+
+
 class CheckpointError(JepaLiteError, ValueError):
     """A file that is not a usable jepa_lite checkpoint; the message names the file."""
 

@@ -133,6 +133,12 @@ def test_unexpected_errors_keep_their_traceback(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="shape bug"):
         main(["train", "--steps", "2", "--out", str(tmp_path / "run"), *FAST])
 
+    def wrong_value(*args, **kwargs):          # a ValueError from torch or numpy is a bug too, not bad input
+        raise ValueError("too many values to unpack")
+    monkeypatch.setattr(train_module.Trainer, "train_step", wrong_value)
+    with pytest.raises(ValueError, match="too many values"):
+        main(["train", "--steps", "2", "--out", str(tmp_path / "run2"), *FAST])
+
 
 def test_probe_runs_on_the_device_asked_for_and_refuses_a_missing_one(tmp_path, capsys):
     out = tmp_path / "run"

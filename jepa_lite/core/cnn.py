@@ -32,6 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from jepa_lite.core.models import check_patch_grid, gather_tokens, sincos_pos_embed_2d
+from jepa_lite.errors import BadValue
 
 
 @dataclass
@@ -48,9 +49,9 @@ class CNNConfig:
     def __post_init__(self) -> None:
         check_patch_grid(self.image_size, self.patch_size)
         if self.pos_embed and self.embed_dim % 4 != 0:
-            raise ValueError(f"embed_dim must be divisible by 4 for 2-D sin-cos positions, got {self.embed_dim}")
+            raise BadValue(f"embed_dim must be divisible by 4 for 2-D sin-cos positions, got {self.embed_dim}")
         if self.width < 1 or self.blocks_per_stage < 0:
-            raise ValueError(f"width must be >= 1 and blocks_per_stage >= 0, got {self.width}, {self.blocks_per_stage}")
+            raise BadValue(f"width must be >= 1 and blocks_per_stage >= 0, got {self.width}, {self.blocks_per_stage}")
 
     @property
     def grid_size(self) -> tuple[int, int]:
@@ -137,7 +138,7 @@ class ConvEncoder(nn.Module):
     def feature_map(self, images: torch.Tensor) -> torch.Tensor:
         """images: [B, C, H, W] -> [B, D, rows, cols] (no masking)."""
         if images.shape[-2:] != (self.config.image_size, self.config.image_size):
-            raise ValueError(f"expected {self.config.image_size}x{self.config.image_size} images, "
+            raise BadValue(f"expected {self.config.image_size}x{self.config.image_size} images, "
                              f"got {tuple(images.shape[-2:])}")
         return self.proj(self.stages(self.stem(images)))
 

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from jepa_lite.core.masks import MaskConfig
+from jepa_lite.errors import BadValue
 
 
 def expected_block_coverage(grid_size: tuple[int, int], block_hw: tuple[int, int],
@@ -28,7 +29,7 @@ def expected_block_coverage(grid_size: tuple[int, int], block_hw: tuple[int, int
     H, W = grid_size
     h, w = block_hw
     if not (1 <= h <= H and 1 <= w <= W):
-        raise ValueError(f"block_hw must fit in the grid: 1 <= h <= {H}, 1 <= w <= {W}, got {block_hw}")
+        raise BadValue(f"block_hw must fit in the grid: 1 <= h <= {H}, 1 <= w <= {W}, got {block_hw}")
     if placement == "torus":
         return torch.full((H, W), h * w / (H * W), dtype=torch.float64)
 

@@ -42,6 +42,8 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
+from jepa_lite.errors import BadValue
+
 __all__ = ["MaskConfig", "Masks", "MaskSampler", "default_mask_config", "reference_mask_config",
            "block_size_table"]
 
@@ -215,28 +217,28 @@ class MaskSampler:
     def _validate(self, c: MaskConfig) -> tuple[int, int]:
         """Raise ValueError naming the offending value; build the block size tables."""
         if not (len(c.grid_size) == 2 and all(isinstance(n, int) and n >= 1 for n in c.grid_size)):
-            raise ValueError(f"grid_size must be two ints >= 1 (rows, cols), got {c.grid_size}")
+            raise BadValue(f"grid_size must be two ints >= 1 (rows, cols), got {c.grid_size}")
         if c.strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {STRATEGIES}, got {c.strategy!r}")
+            raise BadValue(f"strategy must be one of {STRATEGIES}, got {c.strategy!r}")
         if c.placement not in PLACEMENTS:
-            raise ValueError(f"placement must be one of {PLACEMENTS}, got {c.placement!r}")
+            raise BadValue(f"placement must be one of {PLACEMENTS}, got {c.placement!r}")
         if not (isinstance(c.num_targets, int) and c.num_targets >= 1):
-            raise ValueError(f"num_targets must be an int >= 1, got {c.num_targets}")
+            raise BadValue(f"num_targets must be an int >= 1, got {c.num_targets}")
         if not (isinstance(c.min_keep, int) and c.min_keep >= 1):
-            raise ValueError(f"min_keep must be an int >= 1, got {c.min_keep}")
+            raise BadValue(f"min_keep must be an int >= 1, got {c.min_keep}")
         for name in ("target_scale", "context_scale"):
             lo, hi = _pair(c, name)
             if not (0 < lo <= hi <= 1):
-                raise ValueError(f"{name} must satisfy 0 < min <= max <= 1, got {(lo, hi)}")
+                raise BadValue(f"{name} must satisfy 0 < min <= max <= 1, got {(lo, hi)}")
         for name in ("target_aspect", "context_aspect"):
             lo, hi = _pair(c, name)
             if not (0 < lo <= hi < math.inf):
-                raise ValueError(f"{name} (h/w) must satisfy 0 < min <= max, got {(lo, hi)}")
+                raise BadValue(f"{name} (h/w) must satisfy 0 < min <= max, got {(lo, hi)}")
 
         H, W = c.grid_size
         N, T, k = H * W, c.num_targets, c.min_keep
         if c.placement == "reference" and min(H, W) < 2:
-            raise ValueError(f"placement 'reference' needs a grid of at least 2x2 (it never uses the last row "
+            raise BadValue(f"placement 'reference' needs a grid of at least 2x2 (it never uses the last row "
                              f"and column), got grid_size={c.grid_size}")
         if c.strategy == "multiblock":
             self.target_sizes = self._valid_sizes(c, "target", c.target_scale, c.target_aspect)
@@ -253,16 +255,16 @@ class MaskSampler:
             counts = torch.tensor([round(s * N) for s in _levels(c.target_scale)]).clamp(1, N)
             self.target_counts = counts[counts >= k]
             if len(self.target_counts) == 0:
-                raise ValueError(f"target_scale={c.target_scale} gives at most {int(counts.max())} "
+                raise BadValue(f"target_scale={c.target_scale} gives at most {int(counts.max())} "
                                  f"cells per target on a {H}x{W} grid, fewer than min_keep={k}")
             self._check_room(c, T * int(self.target_counts.max()), f"{T} random targets")
             return N, T
         # raster: the bottom band of rows, about T * mean target scale of the grid
         if H < 2:
-            raise ValueError(f"raster needs at least 2 grid rows, got grid_size={c.grid_size}")
+            raise BadValue(f"raster needs at least 2 grid rows, got grid_size={c.grid_size}")
         self.raster_rows = min(max(round(T * sum(c.target_scale) / 2 * H), 1), H - 1)
         if self.raster_rows * W < k:
-            raise ValueError(f"raster target band of {self.raster_rows} rows x {W} cols is smaller "
+            raise BadValue(f"raster target band of {self.raster_rows} rows x {W} cols is smaller "
                              f"than min_keep={k}; raise target_scale={c.target_scale} or num_targets")
         self._check_room(c, self.raster_rows * W, "the raster target band")
         return N, 1
@@ -277,7 +279,7 @@ class MaskSampler:
         areas = sizes.prod(1)
         if int(areas.max()) < c.min_keep:
             H, W = c.grid_size
-            raise ValueError(f"{kind} block too small: {kind}_scale={scale} with aspect {aspect} "
+            raise BadValue(f"{kind} block too small: {kind}_scale={scale} with aspect {aspect} "
                              f"gives at most {int(areas.max())} cells on a {H}x{W} grid, "
                              f"need >= min_keep={c.min_keep}")
         return sizes[areas >= c.min_keep]
@@ -289,7 +291,7 @@ class MaskSampler:
         H, W = c.grid_size
         N = H * W
         if N - max_target_cells < c.min_keep:
-            raise ValueError(f"target area too large: {what} can cover {max_target_cells} of {N} "
+            raise BadValue(f"target area too large: {what} can cover {max_target_cells} of {N} "
                              f"cells of a {H}x{W} grid, leaving fewer than min_keep={c.min_keep} for the context; "
                              f"lower target_scale={c.target_scale} or num_targets={c.num_targets}")
 
@@ -303,7 +305,7 @@ class MaskSampler:
         `device` (default: the generator's device, i.e. CPU unless a CUDA generator is given).
         """
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise BadValue(f"batch_size must be >= 1, got {batch_size}")
         work = generator.device if generator is not None else torch.device("cpu")
         sample = {
             "multiblock": self._multiblock,
@@ -410,7 +412,7 @@ class MaskSampler:
 def _pair(c: MaskConfig, name: str) -> tuple[float, float]:
     value = getattr(c, name)
     if len(value) != 2:
-        raise ValueError(f"{name} must be a (min, max) pair, got {value}")
+        raise BadValue(f"{name} must be a (min, max) pair, got {value}")
     return float(value[0]), float(value[1])
 
 

@@ -8,6 +8,7 @@ PredictorConfig; model_configs(name) builds both configs.
 from __future__ import annotations
 
 from jepa_lite.core.models import PredictorConfig, ViTConfig
+from jepa_lite.errors import BadValue
 
 # Named sizes. "micro" exists for fast tests; "tiny"/"small" suit 32 px images with patch 4 (an 8x8 grid);
 # "vit_s_96" and "vit_b_224" follow the usual ViT-S/ViT-B shapes for STL-10 (96 px) and ImageNet-size images.
@@ -44,7 +45,7 @@ def model_configs(name: str, **overrides) -> tuple[ViTConfig, PredictorConfig]:
     (e.g. image_size=64). Raises ValueError for an unknown name."""
     sizes = {**MODEL_SIZES, **IJEPA_SIZES}
     if name not in sizes:
-        raise ValueError(f"unknown model size {name!r}; valid: {sorted(MODEL_SIZES)} "
+        raise BadValue(f"unknown model size {name!r}; valid: {sorted(MODEL_SIZES)} "
                          f"and the released I-JEPA sizes {sorted(IJEPA_SIZES)}")
     encoder_kwargs, predictor_kwargs = sizes[name]
     return ViTConfig(**{**encoder_kwargs, **overrides}), PredictorConfig(**predictor_kwargs)

@@ -25,15 +25,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from jepa_lite.errors import BadValue
+
 # ---------------------------------------------------------------------------------------------
 # configuration
 
 def check_patch_grid(image_size: int, patch_size: int) -> None:
     """ValueError unless patch_size > 0 tiles image_size exactly (names the valid patch sizes)."""
     if image_size <= 0 or patch_size <= 0:
-        raise ValueError(f"image_size ({image_size}) and patch_size ({patch_size}) must be > 0")
+        raise BadValue(f"image_size ({image_size}) and patch_size ({patch_size}) must be > 0")
     if image_size % patch_size != 0:
-        raise ValueError(
+        raise BadValue(
             f"image_size {image_size} is not divisible by patch_size {patch_size}; "
             f"valid patch sizes for {image_size} px: "
             f"{[p for p in range(1, image_size + 1) if image_size % p == 0]}")
@@ -61,21 +63,21 @@ class ViTConfig:
 
     def __post_init__(self) -> None:
         if self.pos_embed_order not in POS_EMBED_ORDERS:
-            raise ValueError(f"pos_embed_order must be one of {POS_EMBED_ORDERS}, got {self.pos_embed_order!r}")
+            raise BadValue(f"pos_embed_order must be one of {POS_EMBED_ORDERS}, got {self.pos_embed_order!r}")
         if self.patch_init not in PATCH_INITS:
-            raise ValueError(f"patch_init must be one of {PATCH_INITS}, got {self.patch_init!r}")
+            raise BadValue(f"patch_init must be one of {PATCH_INITS}, got {self.patch_init!r}")
         if self.input_norm not in INPUT_NORMS:
-            raise ValueError(f"input_norm must be one of {tuple(INPUT_NORMS)}, got {self.input_norm!r}")
+            raise BadValue(f"input_norm must be one of {tuple(INPUT_NORMS)}, got {self.input_norm!r}")
         if self.input_norm != "course" and self.in_channels != 3:
-            raise ValueError(f"input_norm {self.input_norm!r} normalises 3 channels, "
+            raise BadValue(f"input_norm {self.input_norm!r} normalises 3 channels, "
                              f"got in_channels={self.in_channels}")
         check_patch_grid(self.image_size, self.patch_size)
         if self.embed_dim % self.num_heads != 0:
-            raise ValueError(f"embed_dim {self.embed_dim} must be divisible by num_heads {self.num_heads}")
+            raise BadValue(f"embed_dim {self.embed_dim} must be divisible by num_heads {self.num_heads}")
         if self.depth < 1:
-            raise ValueError(f"depth must be >= 1, got {self.depth}")
+            raise BadValue(f"depth must be >= 1, got {self.depth}")
         if not 0.0 <= self.drop_path < 1.0:
-            raise ValueError(f"drop_path must be in [0, 1), got {self.drop_path}")
+            raise BadValue(f"drop_path must be in [0, 1), got {self.drop_path}")
 
     @property
     def grid_size(self) -> tuple[int, int]:
@@ -120,12 +122,12 @@ class PredictorConfig:
 
     def __post_init__(self) -> None:
         if self.pos_embed_order not in POS_EMBED_ORDERS:
-            raise ValueError(f"predictor pos_embed_order must be one of {POS_EMBED_ORDERS}, "
+            raise BadValue(f"predictor pos_embed_order must be one of {POS_EMBED_ORDERS}, "
                              f"got {self.pos_embed_order!r}")
         if self.embed_dim % self.num_heads != 0:
-            raise ValueError(f"predictor embed_dim {self.embed_dim} must be divisible by num_heads {self.num_heads}")
+            raise BadValue(f"predictor embed_dim {self.embed_dim} must be divisible by num_heads {self.num_heads}")
         if self.depth < 1:
-            raise ValueError(f"predictor depth must be >= 1, got {self.depth}")
+            raise BadValue(f"predictor depth must be >= 1, got {self.depth}")
 
     def __repr__(self) -> str:
         # as ViTConfig: the compatibility fields are shown only when they differ from the course's defaults
@@ -140,7 +142,7 @@ class PredictorConfig:
 def sincos_pos_embed_1d(dim: int, positions: torch.Tensor) -> torch.Tensor:
     """positions: [M] float -> [M, dim]; half sines, half cosines at geometric frequencies."""
     if dim % 2 != 0:
-        raise ValueError(f"sin-cos embedding dim must be even, got {dim}")
+        raise BadValue(f"sin-cos embedding dim must be even, got {dim}")
     omega = 1.0 / 10000 ** (torch.arange(dim // 2, dtype=torch.float64) / (dim / 2))
     angles = positions.to(torch.float64)[:, None] * omega[None, :]
     return torch.cat([angles.sin(), angles.cos()], dim=1).float()
@@ -151,9 +153,9 @@ def sincos_pos_embed_2d(dim: int, grid_size: tuple[int, int], order: str = "row_
     The first half of the channels encodes the row, the second half the column; order="col_row"
     swaps the halves, which is the layout of the reference code and its released weights."""
     if dim % 4 != 0:
-        raise ValueError(f"2-D sin-cos embedding dim must be divisible by 4, got {dim}")
+        raise BadValue(f"2-D sin-cos embedding dim must be divisible by 4, got {dim}")
     if order not in POS_EMBED_ORDERS:
-        raise ValueError(f"order must be one of {POS_EMBED_ORDERS}, got {order!r}")
+        raise BadValue(f"order must be one of {POS_EMBED_ORDERS}, got {order!r}")
     rows, cols = grid_size
     row_ids = torch.arange(rows).repeat_interleave(cols)      # [N]: 0,0,..,1,1,..
     col_ids = torch.arange(cols).repeat(rows)                 # [N]: 0,1,..,0,1,..
@@ -300,7 +302,7 @@ class VisionTransformer(nn.Module):
     def embed(self, images: torch.Tensor, token_indices: torch.Tensor | None = None) -> torch.Tensor:
         """images: [B, C, H, W] -> positioned tokens [B, K or N, D]."""
         if images.shape[-2:] != (self.config.image_size, self.config.image_size):
-            raise ValueError(f"expected {self.config.image_size}x{self.config.image_size} images, "
+            raise BadValue(f"expected {self.config.image_size}x{self.config.image_size} images, "
                              f"got {tuple(images.shape[-2:])}")
         if self.input_affine:
             images = images * self.input_scale.to(images.dtype) + self.input_shift.to(images.dtype)

@@ -45,6 +45,7 @@ import torch.nn.functional as F
 
 from jepa_lite.core.models import gather_tokens
 from jepa_lite.core.sigreg import sigreg
+from jepa_lite.errors import BadValue
 
 LOSSES = ("l2", "smooth_l1", "l1")
 TARGET_NORMS = ("layer", "instance", "none")
@@ -59,14 +60,14 @@ def embedding_loss(predictions: torch.Tensor, targets: torch.Tensor, kind: str =
     seed's E||z_t - z_hat_t||^2; "smooth_l1" (beta 1) and "l1": mean over all elements, as the
     reference code (smooth-L1) and V-JEPA (L1) do."""
     if predictions.shape != targets.shape:
-        raise ValueError(f"predictions {tuple(predictions.shape)} and targets {tuple(targets.shape)} differ")
+        raise BadValue(f"predictions {tuple(predictions.shape)} and targets {tuple(targets.shape)} differ")
     if kind == "l2":
         return (predictions - targets).pow(2).sum(-1).mean()
     if kind == "smooth_l1":
         return F.smooth_l1_loss(predictions, targets, beta=1.0)
     if kind == "l1":
         return F.l1_loss(predictions, targets)
-    raise ValueError(f"unknown loss {kind!r}; valid: {LOSSES}")
+    raise BadValue(f"unknown loss {kind!r}; valid: {LOSSES}")
 
 
 def normalize_targets(tokens: torch.Tensor, kind: str = "instance", eps: float = 1e-5) -> torch.Tensor:
@@ -89,14 +90,14 @@ def normalize_targets(tokens: torch.Tensor, kind: str = "instance", eps: float =
         var = tokens.var(dim=1, keepdim=True, unbiased=False)
         tokens = (tokens - mean) / torch.sqrt(var + eps)
     elif kind != "layer":
-        raise ValueError(f"unknown target_norm {kind!r}; valid: {TARGET_NORMS}")
+        raise BadValue(f"unknown target_norm {kind!r}; valid: {TARGET_NORMS}")
     return F.layer_norm(tokens, tokens.shape[-1:], eps=eps)
 
 
 def ema_momentum(step: int, total_steps: int, start: float = 0.996, end: float = 1.0) -> float:
     """Linear momentum schedule start -> end over total_steps (the paper: 0.996 -> 1.0)."""
     if not 0.0 <= start <= 1.0 or not 0.0 <= end <= 1.0:
-        raise ValueError(f"EMA momentum must be in [0, 1], got start={start}, end={end}")
+        raise BadValue(f"EMA momentum must be in [0, 1], got start={start}, end={end}")
     progress = min(max(step / max(total_steps, 1), 0.0), 1.0)
     return start + (end - start) * progress
 
@@ -107,7 +108,7 @@ def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
     target_params = list(target.parameters())
     online_params = list(online.parameters())
     if len(target_params) != len(online_params):
-        raise ValueError("target and online networks have different parameter lists")
+        raise BadValue("target and online networks have different parameter lists")
     torch._foreach_lerp_(target_params, online_params, 1.0 - momentum)
 
 
@@ -120,7 +121,7 @@ def patchify(images: torch.Tensor, grid_size: tuple[int, int]) -> torch.Tensor:
     B, C, H, W = images.shape
     rows, cols = grid_size
     if H % rows or W % cols:
-        raise ValueError(f"a {H}x{W} image does not split into a {rows}x{cols} grid of patches")
+        raise BadValue(f"a {H}x{W} image does not split into a {rows}x{cols} grid of patches")
     ph, pw = H // rows, W // cols
     x = images.reshape(B, C, rows, ph, cols, pw).permute(0, 2, 4, 3, 5, 1)   # [B, rows, cols, ph, pw, C]
     return x.reshape(B, rows * cols, ph * pw * C)
@@ -132,7 +133,7 @@ def unpatchify(patches: torch.Tensor, grid_size: tuple[int, int], channels: int 
     rows, cols = grid_size
     side = math.isqrt(P // channels)
     if rows * cols != N or side * side * channels != P:
-        raise ValueError(f"{N} patches of {P} values do not make a {rows}x{cols} grid of square "
+        raise BadValue(f"{N} patches of {P} values do not make a {rows}x{cols} grid of square "
                          f"{channels}-channel patches")
     x = patches.reshape(B, rows, cols, side, side, channels).permute(0, 5, 1, 3, 2, 4)
     return x.reshape(B, channels, rows * side, cols * side)
@@ -150,7 +151,7 @@ def pixel_loss(reconstruction: torch.Tensor, target_pixels: torch.Tensor) -> tor
     """reconstruction, target_pixels: [..., P] -> scalar mean squared error over every value
     (MAE: mean over a patch's pixels, then over the masked patches; equal sizes make it one mean)."""
     if reconstruction.shape != target_pixels.shape:
-        raise ValueError(f"reconstruction {tuple(reconstruction.shape)} and target pixels "
+        raise BadValue(f"reconstruction {tuple(reconstruction.shape)} and target pixels "
                          f"{tuple(target_pixels.shape)} differ")
     return F.mse_loss(reconstruction, target_pixels)
 
@@ -187,7 +188,7 @@ def across_image_share(tokens: torch.Tensor) -> float:
     where the token depends on its position only (the std and RankMe of the tokens can look healthy
     then: they vary, just not with the image; notebook 04, Exercise 4). 0 when nothing varies."""
     if tokens.dim() != 3 or tokens.shape[0] < 2:
-        raise ValueError(f"tokens must be [B, N, D] with B >= 2 images, got shape {tuple(tokens.shape)}")
+        raise BadValue(f"tokens must be [B, N, D] with B >= 2 images, got shape {tuple(tokens.shape)}")
     z = tokens.float()
     across = z.var(dim=0, unbiased=False).mean()                    # per (position, dim), over images
     total = z.flatten(0, 1).var(dim=0, unbiased=False).mean()       # per dim, over every token
@@ -213,21 +214,21 @@ class JEPA(nn.Module):
                  sigreg_weight: float = 0.02, sigreg_on: str = "pooled"):
         super().__init__()
         if target_mode not in TARGET_MODES:
-            raise ValueError(f"unknown target_mode {target_mode!r}; valid: {TARGET_MODES}")
+            raise BadValue(f"unknown target_mode {target_mode!r}; valid: {TARGET_MODES}")
         if loss not in LOSSES:
-            raise ValueError(f"unknown loss {loss!r}; valid: {LOSSES}")
+            raise BadValue(f"unknown loss {loss!r}; valid: {LOSSES}")
         if objective not in OBJECTIVES:
-            raise ValueError(f"unknown objective {objective!r}; valid: {OBJECTIVES}")
+            raise BadValue(f"unknown objective {objective!r}; valid: {OBJECTIVES}")
         if target_norm not in TARGET_NORMS:
-            raise ValueError(f"unknown target_norm {target_norm!r}; valid: {TARGET_NORMS}")
+            raise BadValue(f"unknown target_norm {target_norm!r}; valid: {TARGET_NORMS}")
         if not pixel_weight > 0:
-            raise ValueError(f"pixel_weight must be > 0, got {pixel_weight}")
+            raise BadValue(f"pixel_weight must be > 0, got {pixel_weight}")
         if not 0 < sigreg_weight < 1:
-            raise ValueError(f"sigreg_weight must be in (0, 1), got {sigreg_weight}")
+            raise BadValue(f"sigreg_weight must be in (0, 1), got {sigreg_weight}")
         if sigreg_on not in SIGREG_ON:
-            raise ValueError(f"unknown sigreg_on {sigreg_on!r}; valid: {SIGREG_ON}")
+            raise BadValue(f"unknown sigreg_on {sigreg_on!r}; valid: {SIGREG_ON}")
         if target_mode == "sigreg" and objective != "jepa":
-            raise ValueError(f"target_mode 'sigreg' regularises the embedding objective (objective='jepa'), "
+            raise BadValue(f"target_mode 'sigreg' regularises the embedding objective (objective='jepa'), "
                              f"got objective={objective!r}")
         self.context_encoder = context_encoder
         self.predictor = predictor
@@ -247,7 +248,7 @@ class JEPA(nn.Module):
         self.pixel_head = None
         if objective != "jepa":
             if patch_dim is None or patch_dim < 1:
-                raise ValueError(f"objective {objective!r} needs patch_dim (channels * patch_size**2), got {patch_dim}")
+                raise BadValue(f"objective {objective!r} needs patch_dim (channels * patch_size**2), got {patch_dim}")
             # predicted token [D] -> the pixels of its patch [C * p * p]
             self.pixel_head = nn.Linear(context_encoder.embed_dim, patch_dim)
             nn.init.trunc_normal_(self.pixel_head.weight, std=0.02)

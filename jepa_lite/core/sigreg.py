@@ -23,6 +23,8 @@ from __future__ import annotations
 import torch
 import torch.distributed
 
+from jepa_lite.errors import BadValue
+
 # the minimal example's settings: 256 directions, 17 knots on [0, 3]
 NUM_DIRECTIONS = 256
 KNOTS = 17
@@ -34,7 +36,7 @@ def random_directions(dim: int, num_directions: int = NUM_DIRECTIONS, generator:
     """[dim, num_directions] Gaussian columns scaled to unit length (uniform on the sphere), drawn on
     the CPU from `generator` (so a seed gives the same directions on every device)."""
     if dim < 1 or num_directions < 1:
-        raise ValueError(f"dim and num_directions must be >= 1, got {dim} and {num_directions}")
+        raise BadValue(f"dim and num_directions must be >= 1, got {dim} and {num_directions}")
     directions = torch.randn(dim, num_directions, generator=generator)
     return (directions / directions.norm(dim=0, keepdim=True)).to(device)
 
@@ -44,7 +46,7 @@ def quadrature(knots: int = KNOTS, t_max: float = T_MAX, device: torch.device | 
     """The knots t [K] on [0, t_max] and their weights [K]: trapezoid weights doubled (the integral
     over the whole line of an even integrand) times w(t) = exp(-t^2 / 2)."""
     if knots < 2 or not t_max > 0:
-        raise ValueError(f"knots must be >= 2 and t_max > 0, got knots={knots}, t_max={t_max}")
+        raise BadValue(f"knots must be >= 2 and t_max > 0, got knots={knots}, t_max={t_max}")
     t = torch.linspace(0.0, t_max, knots, device=device)
     step = t_max / (knots - 1)
     weights = torch.full((knots,), 2 * step, device=device)
@@ -79,7 +81,7 @@ def epps_pulley(projections: torch.Tensor, knots: int = KNOTS, t_max: float = T_
     processes of a torch.distributed group; the statistic is the whole sample's (its ECF is the
     mean of the processes' ECFs), with gradients flowing back to every process's rows."""
     if projections.dim() != 2 or projections.shape[0] < 2:
-        raise ValueError(f"projections must be [N, M] with N >= 2 samples, got {tuple(projections.shape)}")
+        raise BadValue(f"projections must be [N, M] with N >= 2 samples, got {tuple(projections.shape)}")
     x = projections.float()
     t, weights = quadrature(knots, t_max, x.device)
     tx = x.unsqueeze(-1) * t                                            # [N, M, K]

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import torch
 
+from jepa_lite.errors import BadValue
+
 PROFILE_ENV = "JEPA_LITE_PROFILE"
 
 
@@ -91,7 +93,7 @@ def active_profile(name: str | None = None) -> Profile:
     """The profile named `name`, else $JEPA_LITE_PROFILE, else the device's default."""
     chosen = name or os.environ.get(PROFILE_ENV, "").strip() or default_profile_name()
     if chosen not in PROFILES:
-        raise ValueError(f"unknown profile {chosen!r} (from {'argument' if name else PROFILE_ENV}); "
+        raise BadValue(f"unknown profile {chosen!r} (from {'argument' if name else PROFILE_ENV}); "
                          f"valid: {', '.join(PROFILES)}")
     return PROFILES[chosen]
 

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from jepa_lite.course.profiles import PROFILE_ENV, Profile, active_profile, repo_root
-from jepa_lite.errors import NotebookFailed
+from jepa_lite.errors import BadValue, NotebookFailed
 
 # What one notebook takes, in minutes, by profile: measured with `jepa-lite course` (cpu: 2 CPU
 # cores; gpu: one data-centre GPU, docs/results.md). Notebook 00 prints these; slower machines
@@ -108,7 +108,7 @@ def run_course(out_dir: str | Path = "build/notebooks", profile: str | None = No
     if only:
         notebooks = [p for p in notebooks if any(p.name.startswith(o) for o in only)]
         if not notebooks:
-            raise ValueError(f"no notebook matches {only}; valid: {[p.name for p in course_notebooks()]}")
+            raise BadValue(f"no notebook matches {only}; valid: {[p.name for p in course_notebooks()]}")
     log(chosen.summary())
     results = []
     for path in notebooks:
@@ -143,7 +143,7 @@ def store_outputs(executed: str | Path, source: str | Path) -> None:
         return [(c["cell_type"], c["source"] if c["cell_type"] == "code" else "") for c in notebook["cells"]]
 
     if code(done) != code(kept):          # a changed sentence in a markdown cell needs no new execution
-        raise ValueError(f"{executed} does not hold the code cells of {source}: execute the notebook again")
+        raise BadValue(f"{executed} does not hold the code cells of {source}: execute the notebook again")
     for ran, cell in zip(done["cells"], kept["cells"]):
         if cell["cell_type"] != "code":
             continue

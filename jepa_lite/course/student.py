@@ -48,7 +48,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jepa_lite.errors import JepaLiteError
+from jepa_lite.errors import BadValue, JepaLiteError
 
 SOLUTION_TAG = "solution"
 CHECK_TAG = "check"
@@ -271,7 +271,7 @@ def write_student_notebooks(source: str | Path | None = None, out: str | Path = 
     if only:
         paths = [p for p in paths if any(p.name.startswith(o) for o in only)]
         if not paths:
-            raise ValueError(f"no notebook matches {only}; valid: {[p.name for p in teacher_notebooks(source)]}")
+            raise BadValue(f"no notebook matches {only}; valid: {[p.name for p in teacher_notebooks(source)]}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     counts = {"notebooks": 0, "exercises": 0, "checks": 0, "out": str(out)}

@@ -30,7 +30,7 @@ from torch import Tensor
 from jepa_lite.data.imagefolder import load_imagefolder
 from jepa_lite.data.images import ImageDataset, _balanced_indices
 from jepa_lite.data.shapes import PALETTES, SHAPE_CLASSES, mask_boxes, render_shapes
-from jepa_lite.errors import DataUnavailable
+from jepa_lite.errors import BadValue, DataUnavailable
 
 DATASET_SPECS = """\
 Supported data set specs (load_dataset(spec, split, ...)):
@@ -68,11 +68,11 @@ def make_shapes(num_images: int, seed: int = 0, image_size: int = 32, start_inde
     and boxes [N, 4] float32 (the masks' tight boxes). palette: "colour" or "mono" (shapes.PALETTES):
     the same images, drawn in each image's own colours or in one grey palette."""
     if palette not in PALETTES:
-        raise ValueError(f"palette must be one of {PALETTES}, got {palette!r}")
+        raise BadValue(f"palette must be one of {PALETTES}, got {palette!r}")
     if num_images < 0 or start_index < 0:
-        raise ValueError(f"num_images and start_index must be >= 0, got {num_images}, {start_index}")
+        raise BadValue(f"num_images and start_index must be >= 0, got {num_images}, {start_index}")
     if image_size < 8:
-        raise ValueError(f"image_size must be >= 8, got {image_size}")
+        raise BadValue(f"image_size must be >= 8, got {image_size}")
     S = image_size
     images = torch.empty(num_images, 3, S, S, dtype=torch.uint8)
     labels = torch.empty(num_images, dtype=torch.int64)
@@ -110,7 +110,7 @@ def _load_shapes(spec: str, split: str, image_size: int | None, max_images: int 
     if max_images is not None:
         size = max_images
         if split == "train" and size > SHAPES_TEST_START:
-            raise ValueError(f"shapes train split holds at most {SHAPES_TEST_START} images, asked for {size}")
+            raise BadValue(f"shapes train split holds at most {SHAPES_TEST_START} images, asked for {size}")
     ds = make_shapes(size, seed=0, image_size=image_size or 32, start_index=start, palette=SHAPES_SPECS[spec])
     ds.name = f"{spec}[{split}]"
     return ds
@@ -183,21 +183,21 @@ def load_dataset(spec: str, split: str = "train", root: str | Path | None = "dat
     max_images: a deterministic class-balanced subset of that many images (for shapes: the length).
     download: let torchvision download missing files."""
     if max_images is not None and max_images < 0:
-        raise ValueError(f"max_images must be >= 0, got {max_images}")
+        raise BadValue(f"max_images must be >= 0, got {max_images}")
     kind = "imagefolder" if spec.lower().startswith("imagefolder:") else spec.strip().lower()
     if kind not in _SPLITS:
-        raise ValueError(f"unknown data set spec {spec!r}; valid specs: {', '.join(VALID_SPECS)}\n{DATASET_SPECS}")
+        raise BadValue(f"unknown data set spec {spec!r}; valid specs: {', '.join(VALID_SPECS)}\n{DATASET_SPECS}")
     if split not in _SPLITS[kind]:
-        raise ValueError(f"invalid split {split!r} for {kind}; valid splits: {', '.join(_SPLITS[kind])}")
+        raise BadValue(f"invalid split {split!r} for {kind}; valid splits: {', '.join(_SPLITS[kind])}")
     if kind in SHAPES_SPECS:
         return _load_shapes(kind, split, image_size, max_images)
     if kind == "imagefolder":
         path = spec[len("imagefolder:"):]
         if not path:
-            raise ValueError("imagefolder spec needs a path: imagefolder:PATH")
+            raise BadValue("imagefolder spec needs a path: imagefolder:PATH")
         return load_imagefolder(path, split, None if root is None else Path(root), image_size, max_images)
     if root is None:
-        raise ValueError(f"{kind} needs a root folder to download to / load from")
+        raise BadValue(f"{kind} needs a root folder to download to / load from")
     return _load_torchvision(kind, split, Path(root), image_size, max_images, download)
 
 
@@ -242,7 +242,7 @@ def iterate_batches(dataset: ImageDataset, batch_size: int, generator: torch.Gen
     """One epoch in an order shuffled by `generator`: yields (images [b, 3, H, W] uint8, labels [b])
     on the dataset's device; b = batch_size except for a last partial batch when drop_last=False."""
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise BadValue(f"batch_size must be >= 1, got {batch_size}")
     n = len(dataset)
     order = torch.randperm(n, generator=generator, device=generator.device).to(dataset.images.device)
     stop = n - n % batch_size if drop_last else n

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from jepa_lite.data.images import ImageDataset, _balanced_indices
+from jepa_lite.errors import BadValue
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
@@ -33,19 +34,19 @@ def _decode_errors() -> tuple[type[BaseException], ...]:
 def resolve_imagefolder(path: Path, split: str) -> Path:
     """The class-folder root holding `split` under `path` (see DATASET_SPECS)."""
     if not path.is_dir():
-        raise ValueError(f"imagefolder: {path} does not exist or is not a directory; expected a folder with one "
+        raise BadValue(f"imagefolder: {path} does not exist or is not a directory; expected a folder with one "
                          f"subfolder per class (PATH/<class>/<image>), or PATH/train/ and PATH/test/ (or val/)")
     test_dir = next((path / n for n in ("test", "val") if (path / n).is_dir()), None)
     if (path / "train").is_dir():
         if split == "train":
             return path / "train"
         if test_dir is None:
-            raise ValueError(f"imagefolder: {path} has a train/ but no test/ or val/ subfolder for the test split; "
+            raise BadValue(f"imagefolder: {path} has a train/ but no test/ or val/ subfolder for the test split; "
                              f"add one, or pass a separate test folder (--test-data imagefolder:PATH2)")
         return test_dir
     if split == "train":
         return path
-    raise ValueError(f"imagefolder: {path} has no train/ and test/ (or val/) subfolders, so it only provides the "
+    raise BadValue(f"imagefolder: {path} has no train/ and test/ (or val/) subfolders, so it only provides the "
                      f"train split; pass a separate test folder (--test-data imagefolder:PATH2)")
 
 
@@ -67,7 +68,7 @@ def scan_imagefolder(folder: Path) -> tuple[list[Path], list[int], list[str]]:
         files = sorted(p for p in folder.iterdir() if p.is_file() and is_image(p.name))
         labels, classes = [0] * len(files), [folder.name]
     if not files:
-        raise ValueError(f"imagefolder: no image files ({', '.join(IMAGE_EXTENSIONS)}) under {folder}; "
+        raise BadValue(f"imagefolder: no image files ({', '.join(IMAGE_EXTENSIONS)}) under {folder}; "
                          f"expected {folder}/<class>/<image>")
     return files, labels, classes
 
@@ -105,7 +106,7 @@ def decode_original(path: Path) -> torch.Tensor:
     except RuntimeError as torchvision_error:            # an unsupported format, or corrupt data
         pixels = decode(path, None, square=False)
         if pixels is None:
-            raise ValueError(f"imagefolder: cannot read {path}: {torchvision_error}") from None
+            raise BadValue(f"imagefolder: cannot read {path}: {torchvision_error}") from None
         return torch.from_numpy(np.array(pixels)).permute(2, 0, 1).contiguous()
 
 
@@ -192,11 +193,11 @@ def load_imagefolder(path: str, split: str, root: Path | None, image_size: int |
                 size = first.shape[0]
                 break
         else:
-            raise ValueError(f"imagefolder: none of the {len(files)} image files under {folder} could be read")
+            raise BadValue(f"imagefolder: none of the {len(files)} image files under {folder} could be read")
     pixels, ok = decode_all(files, size, threads=min(8, os.cpu_count() or 1))
     skipped = int((~ok).sum())
     if skipped == len(files):
-        raise ValueError(f"imagefolder: none of the {len(files)} image files under {folder} could be read")
+        raise BadValue(f"imagefolder: none of the {len(files)} image files under {folder} could be read")
     if skipped:
         bad = [str(files[i]) for i in np.flatnonzero(~ok)[:3]]
         warnings.warn(f"imagefolder: skipped {skipped} unreadable image file(s) of {len(files)} under {folder} "

@@ -11,6 +11,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from jepa_lite.errors import BadValue
+
 
 @dataclass
 class ImageDataset:
@@ -25,9 +27,9 @@ class ImageDataset:
     def __post_init__(self) -> None:
         # fail here, at construction, rather than deep inside a training step
         if self.images.ndim != 4 or self.images.shape[1] != 3 or self.images.dtype != torch.uint8:
-            raise ValueError(f"images must be [N, 3, H, W] uint8, got {tuple(self.images.shape)} {self.images.dtype}")
+            raise BadValue(f"images must be [N, 3, H, W] uint8, got {tuple(self.images.shape)} {self.images.dtype}")
         if self.labels.shape != (self.images.shape[0],):
-            raise ValueError(f"labels must be [N={self.images.shape[0]}], got {tuple(self.labels.shape)}")
+            raise BadValue(f"labels must be [N={self.images.shape[0]}], got {tuple(self.labels.shape)}")
 
     def __len__(self) -> int:
         return self.images.shape[0]

@@ -10,6 +10,8 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
+from jepa_lite.errors import BadValue
+
 SHAPE_CLASSES = ["disk", "ring", "square", "frame", "triangle", "plus", "star", "half-disk", "bar", "ell"]
 
 # "colour": every image draws its own background, shape and clutter colours (independent of the class).
@@ -100,7 +102,7 @@ def _shape_inside(label: int, u: Tensor, v: Tensor) -> Tensor:
     if label == 9:                                   # L shape
         in_box = (au <= 0.75) & (av <= 0.75)
         return in_box & ((u <= -0.3) | (v <= -0.3))
-    raise ValueError(f"unknown shape label {label}")
+    raise BadValue(f"unknown shape label {label}")
 
 
 @lru_cache(maxsize=8)
@@ -120,7 +122,7 @@ def render_shapes(index: Tensor, seed: int, image_size: int, palette: str = "col
     labels [n] int64, masks [n, S, S] bool), where row j is the image index[order[j]].
     palette: one of PALETTES; it changes the colours only, never which pixels belong to what."""
     if palette not in PALETTES:
-        raise ValueError(f"palette must be one of {PALETTES}, got {palette!r}")
+        raise BadValue(f"palette must be one of {PALETTES}, got {palette!r}")
     S = image_size
     p = _uniforms(seed, index, _NUM_PARAMS)                           # [n, P] float64
     labels = (p[:, _P_LABEL] * len(SHAPE_CLASSES)).long().clamp_(max=len(SHAPE_CLASSES) - 1)

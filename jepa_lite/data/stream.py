@@ -33,6 +33,7 @@ from jepa_lite.data.imagefolder import (
     scan_imagefolder,
 )
 from jepa_lite.data.images import _balanced_indices
+from jepa_lite.errors import BadValue
 
 # imagefolder data whose decoded tensor would exceed this streams by default (TrainConfig.stream=None)
 STREAM_ABOVE_BYTES = 2 * 1024 ** 3
@@ -50,7 +51,7 @@ class ImageFolderStream(Dataset):
                  max_images: int | None = None, crop: tuple[tuple[float, float], tuple[float, float]] | None = None,
                  seed: int = 0):
         if not spec.startswith("imagefolder:"):
-            raise ValueError(f"streaming reads image folders (imagefolder:PATH), got {spec!r}")
+            raise BadValue(f"streaming reads image folders (imagefolder:PATH), got {spec!r}")
         path = spec.split(":", 1)[1]
         folder = resolve_imagefolder(Path(path).expanduser(), split)
         files, labels, self.classes = scan_imagefolder(folder)
@@ -62,7 +63,7 @@ class ImageFolderStream(Dataset):
         if image_size is None:                    # the first readable image's (square crop) size
             first = next((a for a in map(lambda f: decode(Path(f), None), self.files[:50]) if a is not None), None)
             if first is None:
-                raise ValueError(f"imagefolder: none of the first 50 image files under {folder} could be read")
+                raise BadValue(f"imagefolder: none of the first 50 image files under {folder} could be read")
             image_size = first.shape[0]
         self.image_size = image_size
         self.crop, self.seed = crop, seed
@@ -84,7 +85,7 @@ class ImageFolderStream(Dataset):
             return step, image, self.labels[index]
         pixels = decode(path, self.image_size)
         if pixels is None:
-            raise ValueError(f"imagefolder: cannot read {path} (image {index} of {self.name}); remove or replace it")
+            raise BadValue(f"imagefolder: cannot read {path} (image {index} of {self.name}); remove or replace it")
         return step, torch.from_numpy(np.array(pixels)).permute(2, 0, 1), self.labels[index]
 
 

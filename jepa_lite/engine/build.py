@@ -12,6 +12,7 @@ from jepa_lite.core.model_sizes import model_configs
 from jepa_lite.core.models import REFERENCE_NETWORK, Predictor, PredictorConfig, VisionTransformer, ViTConfig
 from jepa_lite.core.objective import JEPA
 from jepa_lite.engine.config import TrainConfig
+from jepa_lite.errors import BadValue
 
 # Encoder architectures the engine can build: name -> (config class, module class). Any module
 # keeping the encoder contract (models.py docstring) can be added here.
@@ -26,7 +27,7 @@ def encoder_kind(encoder_config) -> str:
     for name, (config_class, _) in ENCODERS.items():
         if isinstance(encoder_config, config_class):
             return name
-    raise ValueError(f"no encoder for a {type(encoder_config).__name__}; valid configs: "
+    raise BadValue(f"no encoder for a {type(encoder_config).__name__}; valid configs: "
                      f"{[c.__name__ for c, _ in ENCODERS.values()]}")
 
 
@@ -68,7 +69,7 @@ def configs_for(config: TrainConfig, image_size: int) -> tuple[ViTConfig | CNNCo
     mask_config = masks_for(encoder_config.grid_size, floor_tokens=config.floor_mask_tokens)
     unknown = set(config.mask) - {f.name for f in fields(MaskConfig)}
     if unknown:
-        raise ValueError(f"unknown mask options {sorted(unknown)}; valid: {[f.name for f in fields(MaskConfig)]}")
+        raise BadValue(f"unknown mask options {sorted(unknown)}; valid: {[f.name for f in fields(MaskConfig)]}")
     mask_config = MaskConfig(**{**asdict(mask_config), **config.mask})
     return encoder_config, predictor_config, mask_config
 

@@ -15,7 +15,7 @@ from jepa_lite.core.cnn import CNNConfig
 from jepa_lite.core.models import PredictorConfig, ViTConfig
 from jepa_lite.core.objective import JEPA
 from jepa_lite.engine.build import ENCODERS, build_jepa
-from jepa_lite.errors import CheckpointError
+from jepa_lite.errors import BadValue, CheckpointError
 
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_LIVE_NAME = "metrics.jsonl"      # appended as the run logs; metrics.json is written with each checkpoint
@@ -101,7 +101,7 @@ def load_networks(model: JEPA, checkpoint: dict) -> None:
         load_state_dict_checked(getattr(model, part), checkpoint[part], part)
     if model.pixel_head is not None:
         if "pixel_head" not in checkpoint:
-            raise ValueError(f"the model reconstructs pixels (objective {model.objective!r}) but the checkpoint "
+            raise BadValue(f"the model reconstructs pixels (objective {model.objective!r}) but the checkpoint "
                              f"has no pixel_head")
         load_state_dict_checked(model.pixel_head, checkpoint["pixel_head"], "pixel_head")
 
@@ -111,7 +111,7 @@ def encoder_config_from_checkpoint(checkpoint: dict) -> ViTConfig | CNNConfig:
     else a ViTConfig (checkpoints written before the encoder option are ViTs)."""
     kind = checkpoint["train_config"].get("encoder", "vit")
     if kind not in ENCODERS:
-        raise ValueError(f"checkpoint has unknown encoder {kind!r}; valid: {tuple(ENCODERS)}")
+        raise BadValue(f"checkpoint has unknown encoder {kind!r}; valid: {tuple(ENCODERS)}")
     return ENCODERS[kind][0](**checkpoint["encoder_config"])
 
 

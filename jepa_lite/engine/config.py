@@ -30,6 +30,7 @@ from jepa_lite.core.objective import LOSSES, OBJECTIVES, SIGREG_ON, TARGET_MODES
 from jepa_lite.data.augment import COLOUR_VIEWS
 from jepa_lite.data.datasets import SHAPES_SPECS
 from jepa_lite.engine.device import PRECISIONS
+from jepa_lite.errors import BadValue
 
 LR_SCHEDULES = ("cosine", "constant")
 ENCODER_NAMES = ("vit", "cnn")
@@ -185,7 +186,7 @@ class TrainConfig:
         """Checks only: a bad value is a ValueError naming it and the valid range."""
         def choose(name, value, valid):
             if value is not None and value not in valid:
-                raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
+                raise BadValue(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
         choose("recipe", self.recipe, tuple(RECIPES))
         choose("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         choose("loss", self.loss, LOSSES)
@@ -198,52 +199,52 @@ class TrainConfig:
         choose("amp", self.amp, PRECISIONS + ("none",))     # "none": the name older configs used for fp32
         lengths = [x for x in (self.steps, self.epochs, self.budget_minutes) if x is not None]
         if len(lengths) > 1:
-            raise ValueError(f"give only one of steps ({self.steps}), epochs ({self.epochs}) "
+            raise BadValue(f"give only one of steps ({self.steps}), epochs ({self.epochs}) "
                              f"and budget_minutes ({self.budget_minutes})")
         positive = {"steps": self.steps, "epochs": self.epochs, "budget_minutes": self.budget_minutes,
                     "batch_size": self.batch_size, "lr": self.lr, "pixel_weight": self.pixel_weight,
                     "patch_size": self.patch_size, "log_every": self.log_every}
         for name, value in positive.items():
             if value is not None and not value > 0:
-                raise ValueError(f"{name} must be > 0, got {value}")
+                raise BadValue(f"{name} must be > 0, got {value}")
         at_least_zero = {"min_lr": self.min_lr, "start_lr": self.start_lr, "warmup_steps": self.warmup_steps,
                          "weight_decay": self.weight_decay, "final_weight_decay": self.final_weight_decay,
                          "grad_clip": self.grad_clip, "loader_workers": self.loader_workers}
         for name, value in at_least_zero.items():
             if value is not None and value < 0:
-                raise ValueError(f"{name} must be >= 0, got {value}")
+                raise BadValue(f"{name} must be >= 0, got {value}")
         if self.workers not in (0, 1):        # 0: "auto" in configs saved before runs were one process
-            raise ValueError(f"workers={self.workers}: a run is one process; start several with torchrun "
+            raise BadValue(f"workers={self.workers}: a run is one process; start several with torchrun "
                              f"(torchrun --nproc_per_node={self.workers} -m jepa_lite train ...)")
         if self.warmup_fraction is not None and not 0 <= self.warmup_fraction < 1:
-            raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+            raise BadValue(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
         if self.warmup_fraction and self.warmup_steps:
-            raise ValueError(f"give only one warm-up: warmup_steps ({self.warmup_steps}) or warmup_fraction "
+            raise BadValue(f"give only one warm-up: warmup_steps ({self.warmup_steps}) or warmup_fraction "
                              f"({self.warmup_fraction}); set the other to 0")
         for name in ("ema_start", "ema_end"):
             value = getattr(self, name)
             if value is not None and not 0 <= value <= 1:
-                raise ValueError(f"{name} must be in [0, 1], got {value}")
+                raise BadValue(f"{name} must be in [0, 1], got {value}")
         if self.betas is not None and not (len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas)):
-            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
+            raise BadValue(f"betas must be two numbers in [0, 1), got {self.betas}")
         if self.crop_scale is not None and not (len(self.crop_scale) == 2
                                                 and 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1):
-            raise ValueError(f"crop_scale must satisfy 0 < min <= max <= 1, got {self.crop_scale}")
+            raise BadValue(f"crop_scale must satisfy 0 < min <= max <= 1, got {self.crop_scale}")
         if not 0 < self.sigreg_weight < 1:
-            raise ValueError(f"sigreg_weight must be in (0, 1), got {self.sigreg_weight}")
+            raise BadValue(f"sigreg_weight must be in (0, 1), got {self.sigreg_weight}")
         if self.target_mode == "sigreg" and self.objective != "jepa":
-            raise ValueError(f"target_mode 'sigreg' regularises the embedding objective (objective='jepa'), "
+            raise BadValue(f"target_mode 'sigreg' regularises the embedding objective (objective='jepa'), "
                              f"got objective={self.objective!r}")
         if self.target_mode == "joint" and self.objective == "pixels":
-            raise ValueError("target_mode 'joint' trains the target encoder through the embedding loss, which "
+            raise BadValue("target_mode 'joint' trains the target encoder through the embedding loss, which "
                              "objective 'pixels' does not have; use target_mode='ema' (or objective='both')")
         if not 0 <= self.drop_path < 1:
-            raise ValueError(f"drop_path must be in [0, 1), got {self.drop_path}")
+            raise BadValue(f"drop_path must be in [0, 1), got {self.drop_path}")
         if self.stream and not self.data.startswith("imagefolder:"):
-            raise ValueError(f"stream=True reads image folders (--data imagefolder:PATH); {self.data!r} is held in "
+            raise BadValue(f"stream=True reads image folders (--data imagefolder:PATH); {self.data!r} is held in "
                              f"memory")
         if self.encoder == "cnn" and self.drop_path:
-            raise ValueError(f"drop_path ({self.drop_path}) applies to the vit encoder only; use 0 with encoder='cnn'")
+            raise BadValue(f"drop_path ({self.drop_path}) applies to the vit encoder only; use 0 with encoder='cnn'")
 
     def resolve(self) -> "TrainConfig":
         """A new TrainConfig with every None filled in from the recipe, the data set and the model
@@ -263,7 +264,7 @@ class TrainConfig:
         if self.patch_size is None:
             sizes = {**MODEL_SIZES, **IJEPA_SIZES}
             if self.model not in sizes:
-                raise ValueError(f"unknown model size {self.model!r}; valid: {sorted(MODEL_SIZES)} "
+                raise BadValue(f"unknown model size {self.model!r}; valid: {sorted(MODEL_SIZES)} "
                                  f"and the released I-JEPA sizes {sorted(IJEPA_SIZES)}")
             values["patch_size"] = sizes[self.model][0].get("patch_size", ViTConfig.patch_size)
         if self.steps is None and self.epochs is None and self.budget_minutes is None:
@@ -325,7 +326,7 @@ class TrainConfig:
         try:
             saved = json.loads(path.read_text())
         except (OSError, ValueError) as error:
-            raise ValueError(f"cannot read a run config from {path}: {error}") from None
+            raise BadValue(f"cannot read a run config from {path}: {error}") from None
         return cls.from_dict(saved.get("train", saved) if isinstance(saved, dict) else {})
 
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import torch
 
+from jepa_lite.errors import BadValue
+
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 _ALIASES = {"none": "fp32"}          # older configs and checkpoints wrote amp="none"
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -30,15 +32,15 @@ def pick_device(name: str = "auto") -> torch.device:
         try:
             device = torch.device(name)
         except RuntimeError:
-            raise ValueError(f"unknown device {name!r}; valid: auto, cpu, cuda, cuda:N, mps") from None
+            raise BadValue(f"unknown device {name!r}; valid: auto, cpu, cuda, cuda:N, mps") from None
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {name!r}: this machine has no CUDA GPU that torch can use; use auto or cpu")
+            raise BadValue(f"device {name!r}: this machine has no CUDA GPU that torch can use; use auto or cpu")
         if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+            raise BadValue(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
                              f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
         mps = getattr(torch.backends, "mps", None)
         if device.type == "mps" and not (mps is not None and mps.is_available()):
-            raise ValueError(f"device {name!r}: Apple's MPS is not available on this machine; use auto or cpu")
+            raise BadValue(f"device {name!r}: Apple's MPS is not available on this machine; use auto or cpu")
         return device
     if torch.cuda.is_available():
         return torch.device("cuda")
@@ -69,9 +71,9 @@ def choose_precision(device: torch.device, amp: str = "auto") -> str:
     fp16 on the CPU, which torch's gradient scaler does not cover on every supported version."""
     amp = _ALIASES.get(amp, amp)
     if amp not in PRECISIONS:
-        raise ValueError(f"unknown precision amp={amp!r}; valid: {', '.join(PRECISIONS)}")
+        raise BadValue(f"unknown precision amp={amp!r}; valid: {', '.join(PRECISIONS)}")
     if amp == "fp16" and device.type == "cpu":
-        raise ValueError("amp='fp16' needs a GPU (cuda or mps); on the cpu use 'fp32' or 'bf16'")
+        raise BadValue("amp='fp16' needs a GPU (cuda or mps); on the cpu use 'fp32' or 'bf16'")
     if amp != "auto":
         return amp
     if device.type == "cuda":

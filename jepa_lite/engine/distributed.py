@@ -31,6 +31,8 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from jepa_lite.errors import BadValue
+
 # A step of the models meant for CPU takes well under a second; checkpoints are written by rank 0
 # between steps while the others wait in the next collective, so allow minutes, not hours.
 COLLECTIVE_TIMEOUT_S = 300
@@ -48,9 +50,9 @@ def launched_by_torchrun() -> tuple[int, int, int] | None:
 def join_group(device: torch.device, batch_size: int, world: int) -> None:
     """Join the group torchrun describes in the environment (NCCL for CUDA, gloo otherwise)."""
     if batch_size % world:
-        raise ValueError(f"batch_size ({batch_size}) must be divisible by the number of processes ({world})")
+        raise BadValue(f"batch_size ({batch_size}) must be divisible by the number of processes ({world})")
     if not dist.is_available():
-        raise ValueError(f"WORLD_SIZE={world} asks for {world} processes, and this torch build has no "
+        raise BadValue(f"WORLD_SIZE={world} asks for {world} processes, and this torch build has no "
                          f"torch.distributed")
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"

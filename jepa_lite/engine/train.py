@@ -49,7 +49,7 @@ from jepa_lite.engine.progress import progress_bar
 from jepa_lite.engine.schedules import BudgetLength, lr_at, weight_decay_at
 from jepa_lite.engine.signals import StopSignals
 from jepa_lite.engine.train_data import TrainBatches, training_images
-from jepa_lite.errors import CheckpointError, JepaLiteError, TrainingStopped
+from jepa_lite.errors import BadValue, CheckpointError, JepaLiteError, LossNotFinite, TrainingStopped
 
 
 @dataclass
@@ -173,7 +173,7 @@ class Trainer:
                     "objective", "data"):
             was = saved.get(key, added.get(key))
             if was != getattr(self.config, key):
-                raise ValueError(f"cannot resume {self.checkpoint_path}: it was trained with {key}={was!r}, "
+                raise BadValue(f"cannot resume {self.checkpoint_path}: it was trained with {key}={was!r}, "
                                  f"this run asks for {key}={getattr(self.config, key)!r} (use another --out)")
         load_networks(self.model, checkpoint)
         self.optimizer.load_state_dict(checkpoint["optimizer"])
@@ -334,7 +334,7 @@ class Trainer:
             sums = distributed.mean_over_ranks(sums)
         losses = dict(zip(names, (sums / meter.steps).tolist()))
         if not math.isfinite(losses["loss"]):
-            raise FloatingPointError(
+            raise LossNotFinite(
                 f"loss became {losses['loss']} by step {step}; stopping. The last good checkpoint "
                 f"(step {self._last_saved_step}) is kept at {self.checkpoint_path}; try a lower --lr than "
                 f"{self.config.lr}")

@@ -20,6 +20,7 @@ from jepa_lite.data.datasets import batch_indices, load_dataset, rows_of_rank, s
 from jepa_lite.data.images import ImageDataset
 from jepa_lite.data.stream import STREAM_ABOVE_BYTES, ImageFolderStream, stream_loader
 from jepa_lite.engine.config import TrainConfig
+from jepa_lite.errors import BadValue
 
 
 def training_images(config: TrainConfig, dataset: ImageDataset | None = None, log=print
@@ -41,7 +42,7 @@ def training_images(config: TrainConfig, dataset: ImageDataset | None = None, lo
         dataset = load_dataset(config.data, "train", root=config.data_root, image_size=config.image_size,
                                max_images=config.max_train_images)
     if len(dataset) < 1:
-        raise ValueError(f"data set {config.data!r} is empty")
+        raise BadValue(f"data set {config.data!r} is empty")
     return dataset, streaming
 
 

@@ -19,12 +19,13 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import box_convert, generalized_box_iou_loss
 
+from jepa_lite.errors import BadValue
 from jepa_lite.evaluation.dense import check_patch_features, feature_stats
 
 
 def _check_boxes(boxes: Tensor, what: str) -> None:
     if boxes.shape[-1:] != (4,):
-        raise ValueError(f"{what} must be [..., 4] (x0, y0, x1, y1), got {tuple(boxes.shape)}")
+        raise BadValue(f"{what} must be [..., 4] (x0, y0, x1, y1), got {tuple(boxes.shape)}")
 
 
 def box_iou(a: Tensor, b: Tensor) -> Tensor:
@@ -51,12 +52,12 @@ def average_precision(ious: Tensor, scores: Tensor, threshold: float = 0.5, num_
     made non-increasing in recall, as in PASCAL VOC 2010+ / COCO), with recall out of
     `num_objects` (default M)."""
     if ious.ndim != 1 or scores.shape != ious.shape:
-        raise ValueError(f"ious and scores must both be [M], got {tuple(ious.shape)} and {tuple(scores.shape)}")
+        raise BadValue(f"ious and scores must both be [M], got {tuple(ious.shape)} and {tuple(scores.shape)}")
     if not 0.0 < threshold <= 1.0:
-        raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+        raise BadValue(f"threshold must be in (0, 1], got {threshold}")
     num_objects = ious.numel() if num_objects is None else num_objects
     if num_objects < 1:
-        raise ValueError(f"num_objects must be >= 1, got {num_objects}")
+        raise BadValue(f"num_objects must be >= 1, got {num_objects}")
     order = torch.argsort(scores.double().cpu(), descending=True, stable=True)
     s = scores.double().cpu()[order]
     hit = (ious.double().cpu()[order] >= threshold).double()
@@ -124,18 +125,18 @@ def box_probe(train_feats: Tensor, train_boxes: Tensor, test_feats: Tensor, test
     check_patch_features(train_feats, "train_feats")
     check_patch_features(test_feats, "test_feats")
     if train_boxes.shape != (train_feats.shape[0], 4) or test_boxes.shape != (test_feats.shape[0], 4):
-        raise ValueError(f"boxes must be [N, 4] matching the features: train {tuple(train_boxes.shape)} for "
+        raise BadValue(f"boxes must be [N, 4] matching the features: train {tuple(train_boxes.shape)} for "
                          f"N={train_feats.shape[0]}, test {tuple(test_boxes.shape)} for M={test_feats.shape[0]}")
     if train_feats.shape[1:] != test_feats.shape[1:]:
-        raise ValueError(f"train and test features differ in [gh, gw, F]: {tuple(train_feats.shape[1:])} vs "
+        raise BadValue(f"train and test features differ in [gh, gw, F]: {tuple(train_feats.shape[1:])} vs "
                          f"{tuple(test_feats.shape[1:])}")
     for name, value in (("image_size", image_size), ("steps", steps), ("batch_size", batch_size), ("hidden", hidden)):
         if value < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}")
+            raise BadValue(f"{name} must be >= 1, got {value}")
     if lr <= 0:
-        raise ValueError(f"lr must be > 0, got {lr}")
+        raise BadValue(f"lr must be > 0, got {lr}")
     if weight_decay < 0:
-        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+        raise BadValue(f"weight_decay must be >= 0, got {weight_decay}")
 
     start = time.perf_counter()
     device = torch.device(device) if device is not None else train_feats.device

@@ -23,15 +23,16 @@ from torch import Tensor
 
 from jepa_lite.data.datasets import normalize
 from jepa_lite.engine.device import autocast_context  # bf16/fp16 autocast by the GPU's capability, a no-op on the CPU
+from jepa_lite.errors import BadValue
 from jepa_lite.evaluation.probes import last_layer_outputs
 
 
 def check_patch_features(feats: Tensor, what: str) -> None:
     if not isinstance(feats, Tensor) or feats.ndim != 4 or not feats.is_floating_point():
         shape = tuple(feats.shape) if isinstance(feats, Tensor) else type(feats).__name__
-        raise ValueError(f"{what} must be float patch features [N, gh, gw, F], got {shape}")
+        raise BadValue(f"{what} must be float patch features [N, gh, gw, F], got {shape}")
     if feats.shape[0] < 1:
-        raise ValueError(f"{what} must hold at least 1 image, got N={feats.shape[0]}")
+        raise BadValue(f"{what} must hold at least 1 image, got N={feats.shape[0]}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -49,11 +50,11 @@ def extract_patch_features(encoder: nn.Module, images: Tensor, layers: int = 1, 
     channels, and the row-major tokens are laid out on the (gh, gw) grid (`encoder.grid_size`).
     Encoders without `layer_outputs` support layers=1."""
     if layers < 1:
-        raise ValueError(f"layers must be >= 1, got {layers}")
+        raise BadValue(f"layers must be >= 1, got {layers}")
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise BadValue(f"batch_size must be >= 1, got {batch_size}")
     if images.ndim != 4 or images.shape[1] != 3 or images.dtype != torch.uint8:
-        raise ValueError(f"images must be uint8 [N, 3, H, W], got {tuple(images.shape)} {images.dtype}")
+        raise BadValue(f"images must be uint8 [N, 3, H, W], got {tuple(images.shape)} {images.dtype}")
     device = torch.device(device) if device is not None else next(encoder.parameters()).device
     rows, cols = encoder.grid_size
     was_training = encoder.training
@@ -72,7 +73,7 @@ def extract_patch_features(encoder: nn.Module, images: Tensor, layers: int = 1, 
     finally:
         encoder.train(was_training)
     if out is None:
-        raise ValueError("images must hold at least 1 image, got N=0")
+        raise BadValue("images must hold at least 1 image, got N=0")
     return out
 
 
@@ -80,7 +81,7 @@ def raw_patch_features(images: Tensor, patch_size: int) -> Tensor:
     """The no-learning baseline: uint8 images [N, 3, H, W] -> normalised pixels of each patch,
     float32 [N, H / p, W / p, 3 * p * p] (channel-major within a patch, like a patch embedding's input)."""
     if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must be [N, 3, H, W], got {tuple(images.shape)}")
+        raise BadValue(f"images must be [N, 3, H, W], got {tuple(images.shape)}")
     _check_patch_size(patch_size, images.shape[-2:])
     x = normalize(images).cpu()                                                   # [N, 3, H, W]
     n, c, h, w = x.shape
@@ -93,7 +94,7 @@ def _check_patch_size(patch_size: int, hw) -> None:
     h, w = int(hw[0]), int(hw[1])
     if patch_size < 1 or h % patch_size or w % patch_size:
         valid = [p for p in range(1, min(h, w) + 1) if h % p == 0 and w % p == 0]
-        raise ValueError(f"patch_size {patch_size} must divide the image size {h}x{w}; valid: {valid}")
+        raise BadValue(f"patch_size {patch_size} must divide the image size {h}x{w}; valid: {valid}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -102,7 +103,7 @@ def _check_patch_size(patch_size: int, hw) -> None:
 def patch_fractions(masks: Tensor, patch_size: int) -> Tensor:
     """Fraction of each patch covered by the mask: bool [N, H, W] -> float32 [N, H / p, W / p] in [0, 1]."""
     if masks.ndim != 3:
-        raise ValueError(f"masks must be [N, H, W], got {tuple(masks.shape)}")
+        raise BadValue(f"masks must be [N, H, W], got {tuple(masks.shape)}")
     _check_patch_size(patch_size, masks.shape[-2:])
     return F.avg_pool2d(masks.float().unsqueeze(1), patch_size).squeeze(1)
 
@@ -111,10 +112,10 @@ def pixel_labels(masks: Tensor, labels: Tensor) -> Tensor:
     """Per-pixel semantic labels: masks bool [N, H, W], labels [N] -> int64 [N, H, W],
     0 for background and 1 + labels[i] on image i's object."""
     if masks.ndim != 3 or labels.shape != (masks.shape[0],):
-        raise ValueError(f"masks must be [N, H, W] and labels [N], got {tuple(masks.shape)} and "
+        raise BadValue(f"masks must be [N, H, W] and labels [N], got {tuple(masks.shape)} and "
                          f"{tuple(labels.shape)}")
     if labels.numel() and int(labels.min()) < 0:
-        raise ValueError(f"labels must be >= 0, got min {int(labels.min())}")
+        raise BadValue(f"labels must be >= 0, got min {int(labels.min())}")
     return masks.long() * (labels.long() + 1).view(-1, 1, 1)
 
 
@@ -125,23 +126,23 @@ def patch_labels(masks: Tensor, labels: Tensor, patch_size: int, min_fraction: f
     pixels lie on the object, else 0 (background): with one object per image and 0.5 this is
     the majority vote of the patch's pixel labels (ties go to the object)."""
     if not 0.0 < min_fraction <= 1.0:
-        raise ValueError(f"min_fraction must be in (0, 1], got {min_fraction}")
+        raise BadValue(f"min_fraction must be in (0, 1], got {min_fraction}")
     fractions = patch_fractions(masks, patch_size)                                # [N, gh, gw]
     if labels.shape != (masks.shape[0],):
-        raise ValueError(f"labels must be [N={masks.shape[0]}], got {tuple(labels.shape)}")
+        raise BadValue(f"labels must be [N={masks.shape[0]}], got {tuple(labels.shape)}")
     if labels.numel() and int(labels.min()) < 0:
-        raise ValueError(f"labels must be >= 0, got min {int(labels.min())}")
+        raise BadValue(f"labels must be >= 0, got min {int(labels.min())}")
     return (fractions >= min_fraction).long() * (labels.long().cpu() + 1).view(-1, 1, 1).to(fractions.device)
 
 
 def confusion_matrix(predictions: Tensor, targets: Tensor, num_classes: int) -> Tensor:
     """int64 [C, C] counts, row = target class, column = predicted class (any equal shapes)."""
     if predictions.shape != targets.shape:
-        raise ValueError(f"predictions {tuple(predictions.shape)} and targets {tuple(targets.shape)} differ in shape")
+        raise BadValue(f"predictions {tuple(predictions.shape)} and targets {tuple(targets.shape)} differ in shape")
     p, t = predictions.reshape(-1).long().cpu(), targets.reshape(-1).long().cpu()
     for name, v in (("predictions", p), ("targets", t)):
         if v.numel() and (int(v.min()) < 0 or int(v.max()) >= num_classes):
-            raise ValueError(f"{name} must be in [0, {num_classes - 1}], got [{int(v.min())}, {int(v.max())}]")
+            raise BadValue(f"{name} must be in [0, {num_classes - 1}], got [{int(v.min())}, {int(v.max())}]")
     return torch.bincount(t * num_classes + p, minlength=num_classes ** 2).view(num_classes, num_classes)
 
 
@@ -197,25 +198,25 @@ def segmentation_probe(train_feats: Tensor, train_targets: Tensor, test_feats: T
     check_patch_features(train_feats, "train_feats")
     check_patch_features(test_feats, "test_feats")
     if train_targets.shape != train_feats.shape[:3] or test_targets.shape != test_feats.shape[:3]:
-        raise ValueError(f"targets must be [N, gh, gw] matching the features: train {tuple(train_targets.shape)} "
+        raise BadValue(f"targets must be [N, gh, gw] matching the features: train {tuple(train_targets.shape)} "
                          f"vs {tuple(train_feats.shape[:3])}, test {tuple(test_targets.shape)} vs "
                          f"{tuple(test_feats.shape[:3])}")
     if train_feats.shape[1:] != test_feats.shape[1:]:
-        raise ValueError(f"train and test features differ in [gh, gw, F]: {tuple(train_feats.shape[1:])} vs "
+        raise BadValue(f"train and test features differ in [gh, gw, F]: {tuple(train_feats.shape[1:])} vs "
                          f"{tuple(test_feats.shape[1:])}")
     if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+        raise BadValue(f"steps must be >= 1, got {steps}")
     if weight_decay < 0:
-        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+        raise BadValue(f"weight_decay must be >= 0, got {weight_decay}")
     if num_classes is None:
         num_classes = int(max(train_targets.max(), test_targets.max())) + 1
     if num_classes < 2:
-        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        raise BadValue(f"num_classes must be >= 2, got {num_classes}")
     for name, t in (("train_targets", train_targets), ("test_targets", test_targets)):
         if int(t.min()) < 0 or int(t.max()) >= num_classes:
-            raise ValueError(f"{name} must be in [0, {num_classes - 1}], got [{int(t.min())}, {int(t.max())}]")
+            raise BadValue(f"{name} must be in [0, {num_classes - 1}], got [{int(t.min())}, {int(t.max())}]")
     if max_train_patches is not None and max_train_patches < 1:
-        raise ValueError(f"max_train_patches must be >= 1 or None, got {max_train_patches}")
+        raise BadValue(f"max_train_patches must be >= 1 or None, got {max_train_patches}")
 
     start = time.perf_counter()
     device = torch.device(device) if device is not None else train_feats.device
@@ -267,7 +268,7 @@ def _score_segmentation(weight, bias, feats, targets, num_classes, pixel_targets
     result = {**segmentation_iou(predictions, targets, num_classes), "predictions": predictions}
     if pixel_targets is not None:
         if pixel_targets.shape[0] != feats.shape[0] or pixel_targets.ndim != 3:
-            raise ValueError(f"test_pixel_targets must be [M={feats.shape[0]}, H, W], got {tuple(pixel_targets.shape)}")
+            raise BadValue(f"test_pixel_targets must be [M={feats.shape[0]}, H, W], got {tuple(pixel_targets.shape)}")
         pixel_predictions = torch.cat(pixel_predictions)
         scores = segmentation_iou(pixel_predictions, pixel_targets, num_classes)
         result.update(pixel_miou=scores["miou"], pixel_per_class_iou=scores["per_class_iou"],
@@ -289,7 +290,7 @@ def pca_rgb(patch_features: Tensor, num_components: int = 3) -> Tensor:
     check_patch_features(patch_features, "patch_features")
     n, rows, cols, dim = patch_features.shape
     if not 1 <= num_components <= min(dim, n * rows * cols):
-        raise ValueError(f"num_components must be in [1, {min(dim, n * rows * cols)}] for {n * rows * cols} "
+        raise BadValue(f"num_components must be in [1, {min(dim, n * rows * cols)}] for {n * rows * cols} "
                          f"patches of {dim} channels, got {num_components}")
     x = patch_features.reshape(-1, dim).double().cpu()
     x = x - x.mean(0)

@@ -19,6 +19,7 @@ from jepa_lite.data.datasets import normalize
 from jepa_lite.data.images import ImageDataset
 from jepa_lite.engine.device import autocast_context
 from jepa_lite.engine.progress import progress_bar
+from jepa_lite.errors import BadValue
 
 
 def last_layer_outputs(encoder: nn.Module, x: torch.Tensor, layers: int = 1) -> list[torch.Tensor]:
@@ -26,14 +27,14 @@ def last_layer_outputs(encoder: nn.Module, x: torch.Tensor, layers: int = 1) -> 
     a list of `layers` tensors [B, N, D], the last block last. layers=1 is the encoder's final output
     (any encoder); more need `encoder.layer_outputs` (the encoder contract in models.py)."""
     if layers < 1:
-        raise ValueError(f"layers must be >= 1, got {layers}")
+        raise BadValue(f"layers must be >= 1, got {layers}")
     if layers == 1:
         return [encoder(x)]
     if not hasattr(encoder, "layer_outputs"):
-        raise ValueError(f"this encoder ({type(encoder).__name__}) has no layer_outputs(); use layers=1")
+        raise BadValue(f"this encoder ({type(encoder).__name__}) has no layer_outputs(); use layers=1")
     outputs = encoder.layer_outputs(x)
     if layers > len(outputs):
-        raise ValueError(f"layers={layers} but the encoder has only {len(outputs)} blocks; valid: 1..{len(outputs)}")
+        raise BadValue(f"layers={layers} but the encoder has only {len(outputs)} blocks; valid: 1..{len(outputs)}")
     return outputs[-layers:]
 
 
@@ -49,7 +50,7 @@ def extract_features(encoder: nn.Module, images: torch.Tensor, batch_size: int =
     of 128 keep the peak memory of a notebook kernel low. `progress`: a label for a progress bar
     over the images (none by default)."""
     if layers < 1:
-        raise ValueError(f"layers must be >= 1, got {layers}")
+        raise BadValue(f"layers must be >= 1, got {layers}")
     device = torch.device(device) if device is not None else next(encoder.parameters()).device
     was_training = encoder.training
     encoder.eval()
@@ -122,7 +123,7 @@ def knn_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor
     """Weighted kNN on cosine similarity (the DINO-style protocol): each of the k nearest
     training points votes for its label with weight exp(similarity / temperature)."""
     if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
+        raise BadValue(f"k must be >= 1, got {k}")
     start = time.perf_counter()
     k = min(k, train_x.shape[0])
     train_n = F.normalize(train_x.float(), dim=1)
@@ -153,7 +154,7 @@ def object_and_background_colours(data: ImageDataset) -> torch.Tensor:
     """[N, 6] in [0, 1]: each image's mean RGB on its object's mask, then on the rest of the image
     (data with object masks: shapes, shapes-mono)."""
     if data.masks is None:
-        raise ValueError("object_and_background_colours needs data with object masks (shapes, shapes-mono)")
+        raise BadValue("object_and_background_colours needs data with object masks (shapes, shapes-mono)")
     on, x = data.masks.unsqueeze(1).float(), data.images.float() / 255
     return torch.cat([(x * on).sum(dim=(2, 3)) / on.sum(dim=(2, 3)).clamp(min=1),
                       (x * (1 - on)).sum(dim=(2, 3)) / (1 - on).sum(dim=(2, 3)).clamp(min=1)], dim=1)
@@ -171,7 +172,7 @@ def variance_shares(train_x: torch.Tensor, test_x: torch.Tensor, train: ImageDat
         return torch.cat([torch.ones(len(c), 1), c, c[:, i] * c[:, j]], dim=1)
 
     if train.masks is None or test.masks is None:
-        raise ValueError("variance_shares needs data with object masks (shapes, shapes-mono)")
+        raise BadValue("variance_shares needs data with object masks (shapes, shapes-mono)")
     centred = test_x - test_x.mean(0)
     total = centred.pow(2).sum(1).mean()
     between = sum((test.labels == c).float().mean() * centred[test.labels == c].mean(0).pow(2).sum()

@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 
 from jepa_lite.core.models import VisionTransformer, ViTConfig
+from jepa_lite.errors import BadValue
 from jepa_lite.interop.meta import _build, _check_keys, _mlp_ratio, strip_prefix
 
 _HF_LEGACY_NAMES = [                       # transformers 4.x (ViT layout) -> 5.x
@@ -37,7 +38,7 @@ def _hf_field(config, name: str):
     value = config.get(name, _HF_DEFAULTS[name]) if isinstance(config, Mapping) else getattr(config, name)
     if isinstance(value, (list, tuple)):
         if len(set(value)) != 1:
-            raise ValueError(f"non-square {name} {value} is not supported")
+            raise BadValue(f"non-square {name} {value} is not supported")
         value = value[0]
     return value
 
@@ -45,7 +46,7 @@ def _hf_field(config, name: str):
 def _hf_config(config, num_layers: int) -> ViTConfig:
     act = _hf_field(config, "hidden_act")
     if act != "gelu":
-        raise ValueError(f"hidden_act {act!r} is not supported (jepa_lite's MLP uses the exact 'gelu')")
+        raise BadValue(f"hidden_act {act!r} is not supported (jepa_lite's MLP uses the exact 'gelu')")
     width = _hf_field(config, "hidden_size")
     return ViTConfig(image_size=_hf_field(config, "image_size"), patch_size=_hf_field(config, "patch_size"),
                      in_channels=_hf_field(config, "num_channels"), embed_dim=width, depth=num_layers,
@@ -103,7 +104,7 @@ def convert_hf_ijepa(model_or_state_dict, config=None, input_normalization: str 
     else:
         state_dict = model_or_state_dict
     if config is None:
-        raise ValueError("a state dict needs its config (an IJepaConfig or the dict of config.json)")
+        raise BadValue("a state dict needs its config (an IJepaConfig or the dict of config.json)")
     vit_config, params, pos_embed = convert_hf_state_dict(state_dict, config)
     return _build(vit_config, params, pos_embed, input_normalization, "model's")
 

@@ -45,6 +45,7 @@ import torch.nn as nn
 
 from jepa_lite.core.models import POS_EMBED_ORDERS, VisionTransformer, ViTConfig, sincos_pos_embed_2d
 from jepa_lite.data.datasets import NORM_MEAN, NORM_STD
+from jepa_lite.errors import BadValue
 
 # heads of the reference code's ViT sizes (tiny ... giant), keyed by width: shapes cannot tell the head count
 REFERENCE_NUM_HEADS = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16, 1408: 16}
@@ -80,14 +81,14 @@ def _mlp_ratio(hidden: int, dim: int) -> float:
         if int(dim * ratio) == hidden:
             return ratio
         ratio = math.nextafter(ratio, math.inf)
-    raise ValueError(f"no mlp_ratio gives an MLP hidden size of {hidden} for width {dim}")
+    raise BadValue(f"no mlp_ratio gives an MLP hidden size of {hidden} for width {dim}")
 
 
 def _heads_for(width: int, num_heads: int | None, what: str = "width") -> int:
     if num_heads is not None:
         return num_heads
     if width not in REFERENCE_NUM_HEADS:
-        raise ValueError(f"cannot infer the number of heads for {what} {width}: the shapes do not determine it; "
+        raise BadValue(f"cannot infer the number of heads for {what} {width}: the shapes do not determine it; "
                          f"known widths of the reference sizes: {sorted(REFERENCE_NUM_HEADS)} "
                          f"({REFERENCE_NUM_HEADS}); pass num_heads=...")
     return REFERENCE_NUM_HEADS[width]
@@ -97,7 +98,7 @@ def _check_keys(state_dict: Mapping[str, torch.Tensor], expected: list[str], wha
     missing = [k for k in expected if k not in state_dict]
     unexpected = sorted(set(state_dict) - set(expected))
     if missing or unexpected:
-        raise ValueError(f"not a {what} state dict: missing keys {missing}"
+        raise BadValue(f"not a {what} state dict: missing keys {missing}"
                          + (f"; unexpected keys {unexpected}" if unexpected else ""))
 
 
@@ -159,7 +160,7 @@ def _build(config: ViTConfig, state_dict: dict[str, torch.Tensor], pos_embed: to
            input_normalization: str, source: str) -> VisionTransformer:
     """A VisionTransformer holding these tensors and this positional table, in eval mode."""
     if input_normalization not in INPUT_NORMALIZATIONS:
-        raise ValueError(f"input_normalization must be one of {INPUT_NORMALIZATIONS}, got {input_normalization!r}")
+        raise BadValue(f"input_normalization must be one of {INPUT_NORMALIZATIONS}, got {input_normalization!r}")
     config.pos_embed_order = _sincos_order(
         pos_embed, config.embed_dim, config.grid_size, f"the {source} positional table",
         "it is copied into the encoder's pos_embed buffer, which its state_dict does not save: "
@@ -200,14 +201,14 @@ def _select(checkpoint: Mapping, part: str) -> dict[str, torch.Tensor]:
     already one network's state dict; without `module.` prefixes."""
     if any(name in checkpoint for name in _CHECKPOINT_PARTS):
         if part not in checkpoint:
-            raise ValueError(f"the checkpoint has no {part!r}; its keys: {sorted(checkpoint)}")
+            raise BadValue(f"the checkpoint has no {part!r}; its keys: {sorted(checkpoint)}")
         checkpoint = checkpoint[part]
     return strip_prefix(checkpoint)
 
 
 def _select_encoder(checkpoint: Mapping, which: str) -> dict[str, torch.Tensor]:
     if which not in ("encoder", "target_encoder"):
-        raise ValueError(f"which must be 'encoder' or 'target_encoder', got {which!r}")
+        raise BadValue(f"which must be 'encoder' or 'target_encoder', got {which!r}")
     return _select(checkpoint, which)
 
 
@@ -218,15 +219,15 @@ def reference_config(state_dict: Mapping[str, torch.Tensor], num_heads: int | No
     needed = ["patch_embed.proj.weight", "pos_embed", "blocks.0.mlp.fc1.weight"]
     missing = [k for k in needed if k not in state_dict]
     if missing:
-        raise ValueError(f"not a reference-format encoder state dict: missing keys {missing} "
+        raise BadValue(f"not a reference-format encoder state dict: missing keys {missing} "
                          f"(its first keys: {list(state_dict)[:8]})")
     width, channels, patch, patch_w = state_dict["patch_embed.proj.weight"].shape
     if patch != patch_w:
-        raise ValueError(f"non-square patches {patch}x{patch_w} are not supported")
+        raise BadValue(f"non-square patches {patch}x{patch_w} are not supported")
     num_patches = state_dict["pos_embed"].shape[-2]
     side = math.isqrt(num_patches)
     if side * side != num_patches:
-        raise ValueError(f"pos_embed has {num_patches} positions, not a square grid")
+        raise BadValue(f"pos_embed has {num_patches} positions, not a square grid")
     depth = 1 + max(int(m.group(1)) for k in state_dict if (m := re.match(r"blocks\.(\d+)\.", k)))
     return ViTConfig(image_size=side * patch, patch_size=patch, in_channels=channels, embed_dim=width, depth=depth,
                      num_heads=_heads_for(width, num_heads),
@@ -272,7 +273,7 @@ def _read_checkpoint(path_or_checkpoint: str | Path | Mapping, weights_only: boo
     try:
         return _torch_load(path_or_checkpoint, weights_only)
     except pickle.UnpicklingError as error:
-        raise ValueError(f"{path_or_checkpoint}: torch.load(weights_only=True) refused it ({error}); if you trust "
+        raise BadValue(f"{path_or_checkpoint}: torch.load(weights_only=True) refused it ({error}); if you trust "
                          f"the file, pass weights_only=False") from error
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from jepa_lite.core.models import Predictor, PredictorConfig, VisionTransformer
+from jepa_lite.errors import BadValue
 from jepa_lite.interop.meta import (
     REFERENCE_NORM_EPS,
     _block_keys,
@@ -54,13 +55,13 @@ def reference_predictor_config(state_dict: Mapping[str, torch.Tensor], num_heads
     needed = ["predictor_embed.weight", "predictor_pos_embed", "predictor_blocks.0.mlp.fc1.weight"]
     missing = [k for k in needed if k not in state_dict]
     if missing:
-        raise ValueError(f"not a reference-format predictor state dict: missing keys {missing} "
+        raise BadValue(f"not a reference-format predictor state dict: missing keys {missing} "
                          f"(its first keys: {list(state_dict)[:8]})")
     width, encoder_dim = state_dict["predictor_embed.weight"].shape
     num_patches = state_dict["predictor_pos_embed"].shape[-2]
     side = math.isqrt(num_patches)
     if side * side != num_patches:
-        raise ValueError(f"predictor_pos_embed has {num_patches} positions, not a square grid")
+        raise BadValue(f"predictor_pos_embed has {num_patches} positions, not a square grid")
     depth = 1 + max(int(m.group(1)) for k in state_dict if (m := re.match(r"predictor_blocks\.(\d+)\.", k)))
     config = PredictorConfig(embed_dim=width, depth=depth,
                              num_heads=_heads_for(encoder_dim, num_heads, "encoder width"),
@@ -76,10 +77,10 @@ def _convert_reference_predictor(checkpoint: Mapping, encoder_dim: int | None, g
     state_dict = _select(checkpoint, "predictor")
     config, found_dim, found_grid = reference_predictor_config(state_dict, num_heads)
     if encoder_dim is not None and encoder_dim != found_dim:
-        raise ValueError(f"encoder_dim {encoder_dim} does not match the checkpoint's predictor, "
+        raise BadValue(f"encoder_dim {encoder_dim} does not match the checkpoint's predictor, "
                          f"whose predictor_embed takes {found_dim}-wide encoder outputs")
     if grid_size is not None and tuple(grid_size) != found_grid:
-        raise ValueError(f"grid_size {grid_size} does not match the checkpoint's predictor_pos_embed, "
+        raise BadValue(f"grid_size {grid_size} does not match the checkpoint's predictor_pos_embed, "
                          f"a {found_grid[0]}x{found_grid[1]} grid")
     expected = (["predictor_embed.weight", "predictor_embed.bias", "mask_token", "predictor_pos_embed"]
                 + _block_keys("predictor_blocks.", config.depth, qkv_bias=True)
