@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import types
@@ -323,8 +324,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _PrintHandler(logging.Handler):
+    """The package's messages as plain lines on the current stdout (the command line's output)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(self.format(record), flush=True)
+
+
+def show_messages() -> None:
+    """Print what the "jepa_lite" logger says (a run's messages and warnings), once per process."""
+    logger = logging.getLogger("jepa_lite")
+    if not any(isinstance(handler, _PrintHandler) for handler in logger.handlers):
+        logger.addHandler(_PrintHandler())
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    show_messages()
     try:
         return args.func(args)
     except TrainingStopped as stopped:      # the checkpoint is written, and the trainer said how to resume

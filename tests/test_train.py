@@ -466,3 +466,14 @@ def test_changed_lets_a_new_recipe_data_set_size_or_length_bring_its_own_values(
     assert (timed.steps, timed.budget_minutes) == (None, 2.0)
     paper_run = TrainConfig(recipe="paper", steps=100).resolve()
     assert warmup_length(100, paper_run.changed(warmup_steps=5).resolve()) == 5
+
+
+def test_without_a_log_function_messages_go_to_the_jepa_lite_logger(tmp_path, tiny_data, caplog, capsys):
+    """A library reports through logging (the command line prints it); nothing is printed by itself."""
+    import logging
+    config = TrainConfig(steps=2, **TINY)
+    train(config, tmp_path, dataset=tiny_data, progress=False)
+    with caplog.at_level(logging.INFO, logger="jepa_lite"):
+        Trainer(TrainConfig(steps=3, **TINY), tmp_path, dataset=tiny_data, progress=False)
+    assert [r.getMessage() for r in caplog.records if r.name == "jepa_lite"] == ["resumed from checkpoint.pt at step 2"]
+    assert "resumed" not in capsys.readouterr().out

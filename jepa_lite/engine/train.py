@@ -19,9 +19,11 @@ The same engine trains every variant (notebook 08):
 """
 from __future__ import annotations
 
+import logging
 import math
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -51,6 +53,8 @@ from jepa_lite.engine.signals import StopSignals
 from jepa_lite.engine.train_data import TrainBatches, training_images
 from jepa_lite.errors import BadValue, CheckpointError, JepaLiteError, LossNotFinite, TrainingStopped
 
+logger = logging.getLogger("jepa_lite")
+
 
 @dataclass
 class TrainResult:
@@ -65,13 +69,17 @@ class Trainer:
     """Holds the model, optimizer and data of one run; `run()` trains to the end (or budget)."""
 
     def __init__(self, config: TrainConfig, out_dir: str | Path, dataset: ImageDataset | None = None,
-                 resume: bool = True, progress: bool = True, log=print):
+                 resume: bool = True, progress: bool = True, log: Callable[[str], None] | None = None):
         config = config.resolve()              # every default filled in, once
         self.config = config
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.checkpoint_path = self.out_dir / CHECKPOINT_NAME
-        self.progress, self.log = progress, log
+        # what the run says (resumed, streaming, collapse warnings): to `log` if given (notebooks pass
+        # print or their own), else to the "jepa_lite" logger, which the command line prints
+        self.progress = progress
+        self.log = log or logger.info
+        self.warn = log or logger.warning
         self.device = pick_device(config.device)
         self.rank, self.world = 0, 1
         launch = distributed.launched_by_torchrun()
@@ -82,7 +90,8 @@ class Trainer:
                 torch.cuda.set_device(self.device)
             distributed.join_group(self.device, config.batch_size, self.world)
             if self.rank != 0:                          # rank 0 alone logs and shows progress
-                self.log, self.progress = (lambda *args, **kwargs: None), False
+                self.log = self.warn = lambda *args, **kwargs: None
+                self.progress = False
         self.precision = choose_precision(self.device, config.amp)
         if self.device.type != "cpu":
             self.log(describe_device(self.device, config.amp))
@@ -344,7 +353,7 @@ class Trainer:
         """Log metrics.collapse_warning's line when the record shows collapse; True if it did."""
         warning = collapse_warning(record, self.model.target_encoder.embed_dim)
         if warning:
-            self.log(warning)
+            self.warn(warning)
         return warning is not None
 
     def _barrier(self) -> None:
@@ -353,7 +362,8 @@ class Trainer:
 
 
 def train(config: TrainConfig, out_dir: str | Path, dataset: ImageDataset | None = None, resume: bool = True,
-          progress: bool = True, log=print) -> TrainResult:
+          progress: bool = True, log: Callable[[str], None] | None = None) -> TrainResult:
     """Pretrain a JEPA with `config`; `out_dir` receives checkpoint.pt, config.json and metrics.json.
-    If out_dir already holds a checkpoint of the same run, training resumes from it."""
+    If out_dir already holds a checkpoint of the same run, training resumes from it. Messages go to
+    `log` (e.g. print), else to the "jepa_lite" logger."""
     return Trainer(config, out_dir, dataset=dataset, resume=resume, progress=progress, log=log).run()

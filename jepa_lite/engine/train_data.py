@@ -23,7 +23,7 @@ from jepa_lite.engine.config import TrainConfig
 from jepa_lite.errors import BadValue
 
 
-def training_images(config: TrainConfig, dataset: ImageDataset | None = None, log=print
+def training_images(config: TrainConfig, dataset: ImageDataset | None = None, log=lambda message: None
                     ) -> tuple[ImageDataset | ImageFolderStream, bool]:
     """The run's training set (`dataset` if given) and whether it is streamed: an image folder is
     streamed when config.stream asks or, with stream=None, when its decoded images exceed
