@@ -255,8 +255,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 def cmd_course(args: argparse.Namespace) -> int:
-    from jepa_lite.course.profiles import repo_root
-    from jepa_lite.course.runner import run_course, store_outputs
+    from jepa_lite.course.profiles import active_profile, repo_root
+    from jepa_lite.course.runner import record_minutes, run_course, store_outputs
 
     results = run_course(args.out, profile=args.profile, only=args.only)
     if args.store:
@@ -264,6 +264,10 @@ def cmd_course(args: argparse.Namespace) -> int:
             source = repo_root() / "notebooks" / result["notebook"]
             store_outputs(Path(args.out) / result["notebook"], source)
             print(f"stored the outputs in {source}")
+        profile = active_profile(args.profile).name
+        if profile != "test":                # the times notebook 00 prints for this profile
+            record_minutes(profile, results)
+            print(f"recorded the minutes of {len(results)} notebook(s) for the {profile!r} profile")
     return 0
 
 

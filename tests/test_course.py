@@ -234,3 +234,16 @@ def test_store_outputs_copies_outputs_and_refuses_other_cells(tmp_path):
     executed.write_text(json.dumps(notebook(shown, 3, sources=("x = 2", "assert x"))))
     with pytest.raises(ValueError, match="does not hold the code cells"):
         store_outputs(executed, source)
+
+
+def test_stored_course_runs_record_the_minutes_notebook_00_prints(tmp_path, monkeypatch):
+    import json
+
+    from jepa_lite.course import runner
+    saved = tmp_path / "minutes.json"
+    saved.write_text(json.dumps({"_about": {"cpu": "2 cores"}, "cpu": {"00_a.ipynb": 9.9, "01_b.ipynb": 1.0}}))
+    monkeypatch.setitem(runner.EXPECTED_MINUTES, "cpu", {})
+    runner.record_minutes("cpu", [{"notebook": "00_a.ipynb", "seconds": 90.0}], path=saved)
+    kept = json.loads(saved.read_text())
+    assert kept["cpu"] == {"00_a.ipynb": 1.5, "01_b.ipynb": 1.0} and kept["_about"] == {"cpu": "2 cores"}
+    assert runner.EXPECTED_MINUTES["cpu"] == kept["cpu"]

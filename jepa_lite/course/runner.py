@@ -6,29 +6,29 @@ probe table. The profiles themselves are in profiles.py.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 from jepa_lite.course.profiles import PROFILE_ENV, Profile, active_profile, repo_root
 from jepa_lite.errors import BadValue, NotebookFailed
 
-# What one notebook takes, in minutes, by profile: measured with `jepa-lite course` (cpu: 2 CPU
-# cores; gpu: one data-centre GPU, docs/results.md). Notebook 00 prints these; slower machines
-# take longer in every notebook but 05, whose training length is a time budget.
+# What one notebook takes, in minutes, by profile, as the last `jepa-lite course --profile P --store`
+# measured it (record_minutes writes them; "_about" says on what machine). Notebook 00 prints them;
+# slower machines take longer in every notebook but 05, whose training length is a time budget.
+MINUTES_FILE = Path(__file__).with_name("expected_minutes.json")
 EXPECTED_MINUTES: dict[str, dict[str, float]] = {
-    # 2 CPU cores (AMD EPYC, AVX2), `jepa-lite course --profile cpu`
-    "cpu": {"00_setup_and_data.ipynb": 0.4, "01_patches_and_masks.ipynb": 0.3, "02_encoders.ipynb": 0.3,
-            "03_predictor.ipynb": 0.3, "04_loss_and_collapse.ipynb": 7.2, "05_training.ipynb": 5.3,
-            "06_what_it_learned.ipynb": 3.4, "07_dense_tasks.ipynb": 1.5,
-            "08_prediction_vs_reconstruction.ipynb": 5.9, "09_learned_jointly_sigreg.ipynb": 8.0},
-    # one H200 with 16 CPU cores, `benchmarks/gpu_course.sh`: 00, 02 and 03 while other training shared
-    # the GPU (upper bounds); 04 took longer than 2.5 min and 08 is not measured yet; 06 before its
-    # section 6 was added, 07 before its section 8. In 04, 06 and 08 the probes (scikit-learn, on the
-    # CPU) take most of the time.
-    "gpu": {"00_setup_and_data.ipynb": 1.4, "01_patches_and_masks.ipynb": 0.3, "02_encoders.ipynb": 0.3,
-            "03_predictor.ipynb": 0.3, "05_training.ipynb": 4.3, "06_what_it_learned.ipynb": 4.3,
-            "07_dense_tasks.ipynb": 0.6},
-}
+    name: minutes for name, minutes in json.loads(MINUTES_FILE.read_text()).items() if name != "_about"}
+
+
+def record_minutes(profile: str, results: list[dict], path: Path = MINUTES_FILE) -> None:
+    """Write the measured minutes of the notebooks in `results` (run_course's) for `profile`."""
+    saved = json.loads(path.read_text())
+    minutes = saved.setdefault(profile, {})
+    minutes.update({r["notebook"]: round(r["seconds"] / 60, 1) for r in results})
+    saved[profile] = dict(sorted(minutes.items()))
+    path.write_text(json.dumps(saved, indent=1) + "\n")
+    EXPECTED_MINUTES[profile] = saved[profile]
 
 
 def course_notebooks(folder: Path | None = None) -> list[Path]:

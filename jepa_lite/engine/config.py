@@ -63,12 +63,12 @@ RECIPES = {"paper": PAPER, "fast": FAST}
 
 # Where "paper" leaves the reference code on purpose, and why (tests/test_paper_recipe.py measures the
 # masks against a reference-style sampler and fails on a difference not named here;
-# benchmarks/paper_masks.py prints the figures). Figures: 14x14 grid, batches of 128.
+# benchmarks/paper_masks.py prints the figures, docs/results.md keeps them).
 PAPER_DEVIATIONS = {
     "mask_placement": "blocks may touch the last row and column, and the context block may cover the whole "
                       "grid: the reference draws a block's top from 0..H-h-1 and clips sizes to H-1 (an "
-                      "off-by-one, ijepa PR #40), so no mask ever reaches the last row or column. Context "
-                      "59.9 tokens per image vs 51.2, last row in the context of 72% of images vs 0%; "
+                      "off-by-one, ijepa PR #40), so no mask ever reaches the last row or column: the "
+                      "course's contexts hold more tokens and reach the last row; "
                       "`--mask placement=reference` restores the reference's",
     "mask_truncation": "each image's context is cut to the batch's shortest by a uniformly random subset, "
                        "not its first indices in row-major order (ijepa issue #60: the bottom-right is cut "
@@ -84,22 +84,25 @@ PAPER_DEVIATIONS = {
                          "the trainer does not use it yet",
 }
 
-# Why "fast" leaves the paper, setting by setting (700-1200-step runs unless said otherwise).
+# Why "fast" leaves the paper, setting by setting. The measurements behind them are in
+# docs/results.md ("What moved the recipe", "The course's recipe, step by step"), not here.
 FAST_DEVIATIONS = {
-    "target_norm": "instance-normed targets: shapes 34.2% -> 44.1% and CIFAR-10 42.6% -> 47.4% at 700 steps",
-    "ema_start": "EMA 0.98 flat (with instance targets): shapes 44.1% -> 47.2%, CIFAR-10 47.4% -> 49.2% "
-                 "(0.96 was worse: 42.1%)",
+    "target_norm": "instance-normed targets (each image's tokens centred and scaled): the largest single gain "
+                   "on shapes and CIFAR-10 in short runs",
+    "ema_start": "EMA 0.98 flat (with instance targets): better than the paper's 0.996 -> 1 and than 0.96 in "
+                 "runs of 700-1200 steps",
     "ema_end": "flat, see ema_start",
-    "lr_schedule": "flat lr and weight decay after the warm-up: 32.7% -> 40.4% on shapes at 1180 steps",
+    "lr_schedule": "flat lr and weight decay after the warm-up: a cosine spends a short run's last part at a "
+                   "small lr",
     "min_lr": "unused by a flat lr",
     "start_lr": "the warm-up starts at 0: not measured separately",
     "weight_decay": "flat at 0.1 (with the flat lr above)",
     "final_weight_decay": "flat, see weight_decay",
     "warmup_fraction": "see warmup_steps",
-    "crop_scale": "shapes: crops of 70-100% (strong crops cut the objects away): +5 points with smaller batches",
+    "crop_scale": "shapes: crops of 70-100%, since strong crops cut the objects away",
     "shared_context": "one predictor pass for all target blocks: fewer FLOPs per step (notebook 03 measures them)",
     "warmup_steps": "100 steps (at most a tenth of the run) instead of 40 of 300 epochs: short runs",
-    "lr": "3e-3 peak: on shapes-mono at 1000 steps it beat 1.5e-3 and 4.5e-3 (docs/results.md)",
+    "lr": "3e-3 peak: the best of 1.5e-3, 3e-3 and 4.5e-3 on shapes-mono at 1000 steps",
     "betas": "AdamW betas (0.9, 0.95): not measured separately",
     "grad_clip": "gradient clipping at 1.0: not measured separately",
     "hflip": "horizontal flips: not measured separately",
