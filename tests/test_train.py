@@ -468,9 +468,13 @@ def test_changed_lets_a_new_recipe_data_set_size_or_length_bring_its_own_values(
     assert warmup_length(100, paper_run.changed(warmup_steps=5).resolve()) == 5
 
 
-def test_without_a_log_function_messages_go_to_the_jepa_lite_logger(tmp_path, tiny_data, caplog, capsys):
+def test_without_a_log_function_messages_go_to_the_jepa_lite_logger(tmp_path, tiny_data, caplog, capsys,
+                                                                    monkeypatch):
     """A library reports through logging (the command line prints it); nothing is printed by itself."""
     import logging
+    package_logger = logging.getLogger("jepa_lite")     # as in a fresh process: no command line has run
+    monkeypatch.setattr(package_logger, "handlers", [])
+    monkeypatch.setattr(package_logger, "propagate", True)
     config = TrainConfig(steps=2, **TINY)
     train(config, tmp_path, dataset=tiny_data, progress=False)
     with caplog.at_level(logging.INFO, logger="jepa_lite"):
