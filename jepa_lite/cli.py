@@ -189,7 +189,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
              if f.name not in _HIDDEN and getattr(args, f.name) is not None}
     if args.mask:
-        given["mask"] = {**base.mask, **_parse_mask_overrides(args.mask)}
+        given["mask"] = {**dict(base.mask), **_parse_mask_overrides(args.mask)}
     config = base.changed(**given)          # a new recipe, data set, size or length brings its own values
     try:
         result = train(config, args.out, resume=not args.no_resume, progress=not args.quiet)

@@ -263,10 +263,24 @@ def test_both_is_the_weighted_sum_and_jepa_has_no_pixel_parts():
 def test_objective_errors_name_the_valid_values():
     enc = VisionTransformer(ViTConfig(image_size=16, patch_size=4, embed_dim=32, depth=1, num_heads=2))
     pred = Predictor(PredictorConfig(embed_dim=16, depth=1, num_heads=2), 32, enc.grid_size)
-    with pytest.raises(ValueError, match=r"unknown objective 'mae'; valid: \('jepa', 'pixels', 'both'\)"):
+    with pytest.raises(ValueError, match=r"unknown objective 'mae'; valid: jepa, pixels, both"):
         JEPA(enc, pred, objective="mae")
     with pytest.raises(ValueError, match="needs patch_dim"):
         JEPA(enc, pred, objective="pixels")
     with pytest.raises(ValueError, match="pixel_weight must be > 0"):
         JEPA(enc, pred, objective="both", patch_dim=48, pixel_weight=0)
     assert OBJECTIVES == ("jepa", "pixels", "both")
+
+
+def test_the_config_and_the_module_refuse_the_same_settings_with_the_same_line():
+    """The rules live in one function (check_settings) that TrainConfig and JEPA both call."""
+    from jepa_lite.engine.config import TrainConfig
+    enc = VisionTransformer(ViTConfig(image_size=16, patch_size=4, embed_dim=32, depth=1, num_heads=2))
+    pred = Predictor(PredictorConfig(embed_dim=16, depth=1, num_heads=2), 32, enc.grid_size)
+    for bad in ({"target_mode": "joint", "objective": "pixels"}, {"target_mode": "sigreg", "objective": "both"},
+                {"loss": "l3"}, {"sigreg_weight": 1.0}):
+        with pytest.raises(ValueError) as from_config:
+            TrainConfig(**bad)
+        with pytest.raises(ValueError) as from_module:
+            JEPA(enc, pred, patch_dim=48, **bad)
+        assert str(from_config.value) == str(from_module.value)

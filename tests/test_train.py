@@ -481,3 +481,17 @@ def test_without_a_log_function_messages_go_to_the_jepa_lite_logger(tmp_path, ti
         Trainer(TrainConfig(steps=3, **TINY), tmp_path, dataset=tiny_data, progress=False)
     assert [r.getMessage() for r in caplog.records if r.name == "jepa_lite"] == ["resumed from checkpoint.pt at step 2"]
     assert "resumed" not in capsys.readouterr().out
+
+
+def test_a_config_is_a_hashable_value_that_survives_its_json():
+    """TrainConfig is frozen and hashable (mask overrides are kept as sorted pairs), and the resolved
+    config a run saves comes back equal from its JSON."""
+    import dataclasses
+    import json
+    config = TrainConfig(mask={"target_scale": [0.1, 0.2], "num_targets": 2}, steps=5)
+    assert config.mask == (("num_targets", 2), ("target_scale", (0.1, 0.2)))
+    assert config == TrainConfig(mask={"num_targets": 2, "target_scale": (0.1, 0.2)}, steps=5)
+    assert len({config, config.resolve(), config.resolve()}) == 2
+    saved = json.loads(json.dumps(dataclasses.asdict(config.resolve())))
+    assert TrainConfig.from_dict(saved) == config.resolve()
+    assert dict(config.mask) == {"num_targets": 2, "target_scale": (0.1, 0.2)}

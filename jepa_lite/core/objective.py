@@ -200,6 +200,28 @@ def across_image_share(tokens: torch.Tensor) -> float:
 # ---------------------------------------------------------------------------------------------
 # the model that trains
 
+def check_settings(target_mode: str = "ema", loss: str = "smooth_l1", target_norm: str | None = "instance",
+                   objective: str = "jepa", pixel_weight: float = 1.0, sigreg_weight: float = 0.02,
+                   sigreg_on: str = "pooled") -> None:
+    """The rules for a JEPA's settings, in one place (JEPA and engine.config.TrainConfig both call
+    this): a bad value or combination is a BadValue naming it and what is valid."""
+    for name, value, valid in (("target_mode", target_mode, TARGET_MODES), ("loss", loss, LOSSES),
+                               ("objective", objective, OBJECTIVES), ("target_norm", target_norm, TARGET_NORMS),
+                               ("sigreg_on", sigreg_on, SIGREG_ON)):
+        if value is not None and value not in valid:       # None: not chosen yet (a TrainConfig's recipe decides)
+            raise BadValue(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
+    if not pixel_weight > 0:
+        raise BadValue(f"pixel_weight must be > 0, got {pixel_weight}")
+    if not 0 < sigreg_weight < 1:
+        raise BadValue(f"sigreg_weight must be in (0, 1), got {sigreg_weight}")
+    if target_mode == "sigreg" and objective != "jepa":
+        raise BadValue(f"target_mode 'sigreg' regularises the embedding objective (objective='jepa'), "
+                       f"got objective={objective!r}")
+    if target_mode == "joint" and objective == "pixels":
+        raise BadValue("target_mode 'joint' trains the target encoder through the embedding loss, which "
+                       "objective 'pixels' does not have; use target_mode='ema' (or objective='both')")
+
+
 class JEPA(nn.Module):
     """Context encoder f_theta, predictor h_psi and target encoder g_phi in one module, plus a
     linear pixel head when the objective reconstructs pixels ("pixels" or "both").
@@ -213,23 +235,8 @@ class JEPA(nn.Module):
                  patch_dim: int | None = None, pixel_weight: float = 1.0, pixel_norm: bool = True,
                  sigreg_weight: float = 0.02, sigreg_on: str = "pooled"):
         super().__init__()
-        if target_mode not in TARGET_MODES:
-            raise BadValue(f"unknown target_mode {target_mode!r}; valid: {TARGET_MODES}")
-        if loss not in LOSSES:
-            raise BadValue(f"unknown loss {loss!r}; valid: {LOSSES}")
-        if objective not in OBJECTIVES:
-            raise BadValue(f"unknown objective {objective!r}; valid: {OBJECTIVES}")
-        if target_norm not in TARGET_NORMS:
-            raise BadValue(f"unknown target_norm {target_norm!r}; valid: {TARGET_NORMS}")
-        if not pixel_weight > 0:
-            raise BadValue(f"pixel_weight must be > 0, got {pixel_weight}")
-        if not 0 < sigreg_weight < 1:
-            raise BadValue(f"sigreg_weight must be in (0, 1), got {sigreg_weight}")
-        if sigreg_on not in SIGREG_ON:
-            raise BadValue(f"unknown sigreg_on {sigreg_on!r}; valid: {SIGREG_ON}")
-        if target_mode == "sigreg" and objective != "jepa":
-            raise BadValue(f"target_mode 'sigreg' regularises the embedding objective (objective='jepa'), "
-                             f"got objective={objective!r}")
+        check_settings(target_mode=target_mode, loss=loss, target_norm=target_norm, objective=objective,
+                       pixel_weight=pixel_weight, sigreg_weight=sigreg_weight, sigreg_on=sigreg_on)
         self.context_encoder = context_encoder
         self.predictor = predictor
         # the target encoder starts as an exact copy of the context encoder; with SIGReg it is the same network

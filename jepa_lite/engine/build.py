@@ -67,10 +67,11 @@ def configs_for(config: TrainConfig, image_size: int) -> tuple[ViTConfig | CNNCo
             encoder_config = replace(encoder_config, **REFERENCE_NETWORK)
     masks_for = reference_mask_config if config.reference_masks else default_mask_config
     mask_config = masks_for(encoder_config.grid_size, floor_tokens=config.floor_mask_tokens)
-    unknown = set(config.mask) - {f.name for f in fields(MaskConfig)}
+    overrides = dict(config.mask)
+    unknown = set(overrides) - {f.name for f in fields(MaskConfig)}
     if unknown:
         raise BadValue(f"unknown mask options {sorted(unknown)}; valid: {[f.name for f in fields(MaskConfig)]}")
-    mask_config = MaskConfig(**{**asdict(mask_config), **config.mask})
+    mask_config = MaskConfig(**{**asdict(mask_config), **overrides})
     return encoder_config, predictor_config, mask_config
 
 

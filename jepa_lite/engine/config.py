@@ -23,10 +23,10 @@ Two recipes (`--recipe`):
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from jepa_lite.core.objective import LOSSES, OBJECTIVES, SIGREG_ON, TARGET_MODES, TARGET_NORMS
+from jepa_lite.core.objective import check_settings
 from jepa_lite.data.augment import COLOUR_VIEWS
 from jepa_lite.data.datasets import SHAPES_SPECS
 from jepa_lite.engine.device import PRECISIONS
@@ -162,7 +162,9 @@ class TrainConfig:
     objective: str = "jepa"                # "jepa" (embeddings) | "pixels" (masked autoencoder) | "both"
     pixel_weight: float = 1.0              # "both": loss = embedding loss + pixel_weight * pixel loss
     # masks and augmentation
-    mask: dict = field(default_factory=dict)      # overrides of default_mask_config's fields
+    # overrides of the mask config's fields: give a dict (mask={"num_targets": 2}); kept as sorted
+    # (name, value) pairs, so that a TrainConfig is hashable (dict(config.mask) gives the dict back)
+    mask: tuple[tuple[str, object], ...] = ()
     floor_mask_tokens: bool | None = None  # block sizes floored to whole tokens (the reference's sampler)
     reference_masks: bool | None = None    # the reference's mask setting on every grid, else the course's by grid
     reference_network: bool | None = None  # the reference's LayerNorm eps, patch init and input normalisation
@@ -186,17 +188,17 @@ class TrainConfig:
     checkpoint_every_minutes: float = 2.0
 
     def __post_init__(self) -> None:
-        """Checks only: a bad value is a ValueError naming it and the valid range."""
+        """Checks: a bad value is a BadValue (a ValueError) naming it and the valid range. The only
+        change made: `mask` given as a dict (or JSON's list of pairs) becomes sorted pairs."""
+        def frozen(value):
+            return tuple(frozen(v) for v in value) if isinstance(value, (list, tuple)) else value
+        pairs = self.mask.items() if isinstance(self.mask, dict) else self.mask
+        object.__setattr__(self, "mask", tuple(sorted((str(name), frozen(value)) for name, value in pairs)))
         def choose(name, value, valid):
             if value is not None and value not in valid:
                 raise BadValue(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
         choose("recipe", self.recipe, tuple(RECIPES))
         choose("lr_schedule", self.lr_schedule, LR_SCHEDULES)
-        choose("loss", self.loss, LOSSES)
-        choose("target_mode", self.target_mode, TARGET_MODES)
-        choose("target_norm", self.target_norm, TARGET_NORMS)
-        choose("objective", self.objective, OBJECTIVES)
-        choose("sigreg_on", self.sigreg_on, SIGREG_ON)
         choose("encoder", self.encoder, ENCODER_NAMES)
         choose("colour_views", self.colour_views, COLOUR_VIEWS)
         choose("amp", self.amp, PRECISIONS + ("none",))     # "none": the name older configs used for fp32
@@ -205,7 +207,7 @@ class TrainConfig:
             raise BadValue(f"give only one of steps ({self.steps}), epochs ({self.epochs}) "
                              f"and budget_minutes ({self.budget_minutes})")
         positive = {"steps": self.steps, "epochs": self.epochs, "budget_minutes": self.budget_minutes,
-                    "batch_size": self.batch_size, "lr": self.lr, "pixel_weight": self.pixel_weight,
+                    "batch_size": self.batch_size, "lr": self.lr,
                     "patch_size": self.patch_size, "log_every": self.log_every}
         for name, value in positive.items():
             if value is not None and not value > 0:
@@ -233,14 +235,10 @@ class TrainConfig:
         if self.crop_scale is not None and not (len(self.crop_scale) == 2
                                                 and 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1):
             raise BadValue(f"crop_scale must satisfy 0 < min <= max <= 1, got {self.crop_scale}")
-        if not 0 < self.sigreg_weight < 1:
-            raise BadValue(f"sigreg_weight must be in (0, 1), got {self.sigreg_weight}")
-        if self.target_mode == "sigreg" and self.objective != "jepa":
-            raise BadValue(f"target_mode 'sigreg' regularises the embedding objective (objective='jepa'), "
-                             f"got objective={self.objective!r}")
-        if self.target_mode == "joint" and self.objective == "pixels":
-            raise BadValue("target_mode 'joint' trains the target encoder through the embedding loss, which "
-                             "objective 'pixels' does not have; use target_mode='ema' (or objective='both')")
+        # the JEPA's own rules (target mode, objective, loss, ...): checked where the JEPA checks them
+        check_settings(target_mode=self.target_mode, loss=self.loss, target_norm=self.target_norm,
+                       objective=self.objective, pixel_weight=self.pixel_weight, sigreg_weight=self.sigreg_weight,
+                       sigreg_on=self.sigreg_on)
         if not 0 <= self.drop_path < 1:
             raise BadValue(f"drop_path must be in [0, 1), got {self.drop_path}")
         if self.stream and not self.data.startswith("imagefolder:"):
