@@ -235,3 +235,15 @@ def test_the_checks_find_cycles_upward_and_relative_imports_and_strays(broken):
     for expected in ("jepa_lite/stray.py", "evaluation/ has no __init__.py", "course/ has no __init__.py",
                      "jepa_lite/core/__init__.py imports from the package"):
         assert expected in problems
+
+
+def test_one_training_step_reads_in_three_files_of_about_1200_lines():
+    """docs/architecture.md: the step and its loop, the batch and masks, and the JEPA itself; each file
+    about 300-400 lines (one sitting), together at most ~1200."""
+    package = ROOT / PACKAGE
+    files = ["engine/train.py", "engine/train_data.py", "core/objective.py"]
+    lines = {name: len((package / name).read_text().splitlines()) for name in files}
+    assert sum(lines.values()) <= 1200 and max(lines.values()) <= 450, lines
+    step = (package / "engine/train.py").read_text().split("def train_step", 1)[1].split("\n    def ", 1)[0]
+    for part in ("self.batches(", "self.forward(", ".backward()", "self.optimizer", "update_target"):
+        assert part in step, part
