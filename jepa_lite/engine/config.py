@@ -77,11 +77,10 @@ PAPER_DEVIATIONS = {
                     "forever on targets of <= 10 cells, e.g. 3x3 on 8x8 grids, where only the 4x3 size "
                     "remains) and a context left with too few cells is re-placed at most 20 times, then takes "
                     "every non-target cell (the reference instead lets it overlap targets); rare on 14x14",
-    "imagefolder_crops": "image folders are centre-cropped to a square and resized once (held in memory as "
-                         "one uint8 tensor; streamed, the same square, so both paths train alike), and the "
-                         "random crops are cut from that square: the sides of a photo are never seen. The "
-                         "reference crops the decoded original; stream.ImageFolderStream(crop=...) does, but "
-                         "the trainer does not use it yet",
+    "imagefolder_crops": "image folders held in memory (one uint8 tensor, the default below 2 GiB decoded) "
+                         "are centre-cropped to a square and resized once, and the random crops are cut from "
+                         "that square: the sides of a photo are never seen. Streamed folders (--stream, and "
+                         "by default above 2 GiB) crop the decoded original as the reference does",
 }
 
 # Why "fast" leaves the paper, setting by setting. The measurements behind them are in

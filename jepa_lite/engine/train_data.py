@@ -23,6 +23,9 @@ from jepa_lite.engine.config import TrainConfig
 from jepa_lite.errors import BadValue
 
 
+CROP_RATIO = (3 / 4, 4 / 3)          # the aspect ratios of the random resized crops (torchvision's)
+
+
 def training_images(config: TrainConfig, dataset: ImageDataset | None = None, log=lambda message: None
                     ) -> tuple[ImageDataset | ImageFolderStream, bool]:
     """The run's training set (`dataset` if given) and whether it is streamed: an image folder is
@@ -30,8 +33,11 @@ def training_images(config: TrainConfig, dataset: ImageDataset | None = None, lo
     STREAM_ABOVE_BYTES (the log says so)."""
     streaming = False
     if dataset is None and config.data.startswith("imagefolder:") and config.stream is not False:
+        # streamed, each image's random resized crop is cut from the decoded original (the reference's
+        # crop), by the loader's workers; in memory, images are held as centre squares (PAPER_DEVIATIONS)
         streamed = ImageFolderStream(config.data, "train", image_size=config.image_size,
-                                     max_images=config.max_train_images)
+                                     max_images=config.max_train_images, crop=(config.crop_scale, CROP_RATIO),
+                                     seed=config.seed)
         if config.stream or streamed.decoded_bytes() > STREAM_ABOVE_BYTES:
             dataset, streaming = streamed, True
             log(f"streaming {len(streamed)} images of {streamed.image_size} px from disk "
@@ -72,7 +78,9 @@ class TrainBatches:
         self.dataset, self.streaming, self.config, self.device = dataset, streaming, config, device
         self.mask_config = mask_config
         self.mask_sampler = MaskSampler(mask_config)
-        self.augment = BatchAugment(crop_scale=config.crop_scale, hflip=config.hflip)
+        # streamed images arrive cropped (training_images): here they are only flipped
+        self.augment = BatchAugment(crop_scale=(1.0, 1.0) if streaming else config.crop_scale,
+                                    crop_ratio=(1.0, 1.0) if streaming else CROP_RATIO, hflip=config.hflip)
         self.loader_workers = (config.loader_workers if config.loader_workers is not None
                                else min(8, max(1, usable_cpus() // 2)))
         self._batches = None                   # streaming: the DataLoader's iterator, from the current step
