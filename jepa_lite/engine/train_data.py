@@ -22,7 +22,6 @@ from jepa_lite.data.stream import STREAM_ABOVE_BYTES, ImageFolderStream, stream_
 from jepa_lite.engine.config import TrainConfig
 from jepa_lite.errors import BadValue
 
-
 CROP_RATIO = (3 / 4, 4 / 3)          # the aspect ratios of the random resized crops (torchvision's)
 
 
