@@ -171,7 +171,8 @@ def _():
         return total
 
     per_block, flat = coverage(inside, "target", 5), coverage(torus, "target", 7)
-    right = dict(flat=flat, per_block=per_block)
+    assert abs(per_block.sum() / torus.target_sizes.double().prod(-1).mean() - 1) < 0.05   # sizes drawn uniformly
+    right = dict(flat=flat, target_sizes=torus.target_sizes)
     return right, {
         "the inside placement's coverage": with_(right, flat=coverage(inside, "target", 7)),
         "a constant: ones": with_(right, flat=torch.ones(N)),

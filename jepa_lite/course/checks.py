@@ -122,11 +122,12 @@ def check_01_2(largest, config) -> None:
              "accepted upper end, in steps of 0.01")
 
 
-def check_01_3(flat, per_block) -> None:
-    _require(_tensor(flat) and tuple(flat.shape) == tuple(per_block.shape), 3,
+def check_01_3(flat, target_sizes) -> None:
+    _require(_tensor(flat) and flat.dim() == 1, 3,
              "keep the torus sampler's target coverage of each of the N cells in `flat`, [N]")
-    _require(_close(flat.sum() / per_block.sum(), 1.0, 0.05), 3,
-             "`flat[i]` should be the probability that cell i is in one given target block, as `per_block` "
+    block_cells = target_sizes.double().prod(dim=-1).mean()            # a block's size is drawn from this table
+    _require(_close(flat.double().sum() / block_cells, 1.0, 0.05), 3,
+             "`flat[i]` should be the probability that cell i is in one given target block, as section 5(a) "
              "measures it: over all cells it adds up to the cells of one block")
     deviation = float(((flat - flat.mean()).abs().max() / flat.mean()))
     _require(deviation < 0.1, 3, f"`flat` should be flat to within 10% (it deviates {deviation:.0%}): measure the "
@@ -378,8 +379,8 @@ def check_06_1(one, tr1, te1, encoder, probe_train, probe_test, layers: int, dev
     _require(_tensor(tr1) and _tensor(te1) and tr1.shape[0] == len(probe_train.labels)
              and te1.shape[0] == len(probe_test.labels), 1,
              "`tr1` and `te1` should hold one feature row per training and per test image")
-    _require(tr1.shape[1] == te1.shape[1] == reference.shape[1] and _allclose(te1[:n], reference, atol=1e-3,
-                                                                                rtol=1e-3), 1,
+    same = _allclose(te1[:n], reference, atol=0.05, rtol=0.05)          # loose: bf16 autocast on a GPU
+    _require(tr1.shape[1] == te1.shape[1] == reference.shape[1] and same, 1,
              f"`tr1` and `te1` should be the final output only, extract_features(..., layers=1) (the table "
              f"used layers={layers})")
     expected = 100 * linear_probe(tr1, probe_train.labels, te1, probe_test.labels)["accuracy"]
@@ -487,12 +488,15 @@ def check_08_1(decoded_mse, pixel_mse, fit_x, fit_y, eval_x, eval_y, pixel_model
              "fit the linear map on one batch (`fit_x`, `fit_y`) and measure it on another (`eval_x`, `eval_y`)")
     _require(_close((eval_y.double() ** 2).mean(), 1.0, 0.05), 1,
              "`eval_y` should be the normalised target patches (predicting 0 scores about 1 on them)")
-    ones = lambda x: torch.cat([x.double(), torch.ones(len(x), 1, dtype=torch.float64)], dim=1)  # noqa: E731
-    weights = torch.linalg.lstsq(ones(fit_x.cpu()), fit_y.cpu().double()).solution
-    expected = ((ones(eval_x.cpu()) @ weights - eval_y.cpu().double()) ** 2).mean().item()
-    _require(_close(decoded_mse, expected, 0.01 * expected), 1,
+    def readout_mse(dtype):                      # in float32 as the solution computes it, or in float64
+        ones = lambda x: torch.cat([x.cpu().to(dtype), torch.ones(len(x), 1, dtype=dtype)], dim=1)  # noqa: E731
+        weights = torch.linalg.lstsq(ones(fit_x), fit_y.cpu().to(dtype)).solution
+        return ((ones(eval_x) @ weights - eval_y.cpu().to(dtype)) ** 2).mean().item()
+
+    expected = [readout_mse(torch.float32), readout_mse(torch.float64)]
+    _require(any(_close(decoded_mse, e, 0.002 * e) for e in expected), 1,
              f"`decoded_mse` should be the mean squared error, on `eval_x` / `eval_y`, of the least-squares map "
-             f"(with a bias) fitted on `fit_x` / `fit_y` ({expected:.3f})")
+             f"(with a bias) fitted on `fit_x` / `fit_y` ({expected[0]:.3f})")
     was_training = pixel_model.training
     pixel_model.eval()
     with torch.no_grad():
