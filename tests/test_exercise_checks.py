@@ -700,7 +700,7 @@ def _():
     return right, {
         "tiled instead of repeated per patch": with_(right, stretched=targets.repeat(1, 4, 4)),
         "the pixel labels scored against themselves": with_(right, ceiling=segmentation_iou(pixels, pixels, 4)),
-        "nearest-neighbour resize of the transposed labels": with_(
+        "rows and columns swapped": with_(
             right, stretched=stretched.transpose(1, 2).contiguous()),
         "scored at the patch level": with_(right, ceiling=segmentation_iou(targets, targets, 4)),
     }
