@@ -27,7 +27,7 @@ from jepa_lite.engine.config import DATA_DEFAULTS, ENCODER_NAMES, LR_SCHEDULES, 
 from jepa_lite.engine.device import PRECISIONS
 from jepa_lite.errors import JepaLiteError, TrainingStopped
 
-_HIDDEN = {"mask", "workers"}     # mask: set through --mask key=value; workers: more processes come from torchrun
+_HIDDEN = {"mask"}     # set through --mask key=value
 
 
 def _base_type(hint) -> type:

@@ -182,7 +182,6 @@ class TrainConfig:
     device: str = "auto"
     amp: str = "auto"                      # "auto" (by capability, device.py), "bf16", "fp16", "fp32"
     compile: bool = False
-    workers: int = 1                       # one process; more come from torchrun (engine/distributed.py)
     log_every: int = 25
     checkpoint_every_minutes: float = 2.0
 
@@ -217,9 +216,6 @@ class TrainConfig:
         for name, value in at_least_zero.items():
             if value is not None and value < 0:
                 raise BadValue(f"{name} must be >= 0, got {value}")
-        if self.workers not in (0, 1):        # 0: "auto" in configs saved before runs were one process
-            raise BadValue(f"workers={self.workers}: a run is one process; start several with torchrun "
-                             f"(torchrun --nproc_per_node={self.workers} -m jepa_lite train ...)")
         if self.warmup_fraction is not None and not 0 <= self.warmup_fraction < 1:
             raise BadValue(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
         if self.warmup_fraction and self.warmup_steps:
@@ -309,7 +305,7 @@ class TrainConfig:
     def from_dict(cls, values: dict) -> "TrainConfig":
         """From a saved config (config.json's "train", a checkpoint's "train_config"); keys this
         version does not know are dropped, and a config saved before recipes existed is "fast"."""
-        known = {f.name for f in fields(cls)} - {"workers"}     # a saved run's process count is not its config
+        known = {f.name for f in fields(cls)}       # e.g. "workers" of runs saved when a run could start processes
         values = {k: (tuple(v) if isinstance(v, list) and k in ("crop_scale", "betas") else v)
                   for k, v in values.items() if k in known}
         if "lr" in values and values.get("recipe") == "paper":   # a resolved "paper" run saved before the
