@@ -541,13 +541,14 @@ GAUSSIAN, STRETCHED = "isotropic Gaussian", "stretched (x 3 on one axis)"
 
 def _sigreg_draws(sample: torch.Tensor, num_directions: int, seeds) -> torch.Tensor:
     """SIGReg of `sample` with fresh directions per seed, as sigreg(sample, num_directions,
-    generator=torch.Generator().manual_seed(seed)) computes it, every draw in one pass: [len(seeds)]."""
+    generator=torch.Generator().manual_seed(seed)) computes it: [len(seeds)]. One draw at a time:
+    all of them in one pass would hold [N, seeds x directions, knots] cosines (over 1 GiB)."""
     from jepa_lite.core.sigreg import epps_pulley, random_directions
 
     z = sample.detach().float().cpu()
-    directions = torch.cat([random_directions(z.shape[-1], num_directions, torch.Generator().manual_seed(s))
-                            for s in seeds], dim=1)
-    return epps_pulley(z @ directions).view(len(seeds), num_directions).mean(dim=1)
+    return torch.stack([epps_pulley(z @ random_directions(z.shape[-1], num_directions,
+                                                          torch.Generator().manual_seed(s))).mean()
+                        for s in seeds])
 
 
 def check_09_1(spread, samples) -> None:
