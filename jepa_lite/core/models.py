@@ -264,7 +264,29 @@ def init_weights(module: nn.Module, blocks: nn.ModuleList) -> None:
 # ---------------------------------------------------------------------------------------------
 # encoder
 
-class VisionTransformer(nn.Module):
+class TokenEncoder(nn.Module):
+    """What every encoder built from `embed` (positioned tokens), `blocks` and a final `norm` shares:
+    the forward pass and the per-block outputs (VisionTransformer here, core/video.py's VideoTransformer)."""
+
+    def forward(self, images: torch.Tensor, token_indices: torch.Tensor | None = None) -> torch.Tensor:
+        """images: [B, C, H, W] (clips: [B, T, C, H, W]), token_indices: [B, K] or None -> [B, K or N, D]."""
+        x = self.embed(images, token_indices)
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)
+
+    def layer_outputs(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Every block's output on the full input, the last one final-normed: depth x [B, N, D]."""
+        x = self.embed(images)
+        outputs = []
+        for block in self.blocks:
+            x = block(x)
+            outputs.append(x)
+        outputs[-1] = self.norm(x)
+        return outputs
+
+
+class VisionTransformer(TokenEncoder):
     """ViT without a [CLS] token. Masking happens before the transformer: with
     `token_indices` only those tokens are encoded (that is where I-JEPA saves compute)."""
 
@@ -309,22 +331,6 @@ class VisionTransformer(nn.Module):
         tokens = self.patch_embed(images) + self.pos_embed
         return tokens if token_indices is None else gather_tokens(tokens, token_indices)
 
-    def forward(self, images: torch.Tensor, token_indices: torch.Tensor | None = None) -> torch.Tensor:
-        """images: [B, C, H, W], token_indices: [B, K] or None -> [B, K or N, D]."""
-        x = self.embed(images, token_indices)
-        for block in self.blocks:
-            x = block(x)
-        return self.norm(x)
-
-    def layer_outputs(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """Every block's output on the full image, the last one final-normed: depth x [B, N, D]."""
-        x = self.embed(images)
-        outputs = []
-        for block in self.blocks:
-            x = block(x)
-            outputs.append(x)
-        outputs[-1] = self.norm(x)
-        return outputs
 
 
 # ---------------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from jepa_lite.core.models import (
     Block,
     Predictor,
     PredictorConfig,
+    TokenEncoder,
     check_patch_grid,
     gather_tokens,
     init_weights,
@@ -124,7 +125,7 @@ class TubeletEmbed(nn.Module):
 # ---------------------------------------------------------------------------------------------
 # encoder and predictor
 
-class VideoTransformer(nn.Module):
+class VideoTransformer(TokenEncoder):
     """The ViT of models.py on clips: tubelet tokens + 3-D positions, the same blocks. Keeps the encoder
     contract (models.py) with clips for images:
         encoder(clips [B, T, C, H, W], token_indices [B, K] | None) -> [B, K or N, D]
@@ -159,21 +160,6 @@ class VideoTransformer(nn.Module):
         tokens = self.patch_embed(clips) + self.pos_embed
         return tokens if token_indices is None else gather_tokens(tokens, token_indices)
 
-    def forward(self, clips: torch.Tensor, token_indices: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.embed(clips, token_indices)
-        for block in self.blocks:
-            x = block(x)
-        return self.norm(x)
-
-    def layer_outputs(self, clips: torch.Tensor) -> list[torch.Tensor]:
-        """Every block's output on the whole clip, the last one final-normed: depth x [B, N, D]."""
-        x = self.embed(clips)
-        outputs = []
-        for block in self.blocks:
-            x = block(x)
-            outputs.append(x)
-        outputs[-1] = self.norm(x)
-        return outputs
 
 
 class VideoPredictor(Predictor):
