@@ -290,3 +290,42 @@ def test_jepa_trains_a_video_transformer_unchanged(clips):
         optimizer.step()
         model.update_target(0.996)
     assert model(x, masks.context_indices, masks.target_indices)["loss"].item() < before
+
+
+# ---------------------------------------------------------------------------------------------
+# reading clips: evaluation.probes.clip_features
+
+
+def test_clip_features_of_a_video_encoder_are_its_time_steps_mean_tokens_in_order(clips):
+    from jepa_lite.evaluation.probes import clip_features
+
+    torch.manual_seed(0)
+    encoder = VideoTransformer(VideoConfig(patch_size=8, tubelet=2, **TINY)).eval()
+    T, H, W = encoder.grid_size
+    with torch.no_grad():
+        tokens = encoder(normalize(clips.clips[:5]))                            # [5, T'H'W', D]
+    per_step = F.layer_norm(tokens.view(5, T, H * W, -1).mean(2), (48,))        # [5, T', D]
+    in_order = clip_features(encoder, clips.clips[:5], batch_size=2)
+    assert in_order.shape == (5, T * 48)
+    assert torch.allclose(in_order, per_step.flatten(1), atol=1e-5)
+    assert torch.allclose(clip_features(encoder, clips.clips[:5], in_order=False), per_step.mean(1), atol=1e-5)
+    # the order is in the features: a clip played backwards has its time steps' features in another order
+    assert not torch.allclose(clip_features(encoder, clips.clips[:5].flip(1)), in_order, atol=1e-3)
+
+
+def test_clip_features_of_an_image_encoder_read_frame_by_frame_and_average_away_the_order(clips):
+    from jepa_lite.core.models import VisionTransformer, ViTConfig
+    from jepa_lite.evaluation.probes import clip_features, extract_features
+
+    torch.manual_seed(0)
+    encoder = VisionTransformer(ViTConfig(image_size=32, patch_size=8, **TINY)).eval()
+    frames = extract_features(encoder, clips.clips[:4].flatten(0, 1)).view(4, 8, -1)
+    assert torch.allclose(clip_features(encoder, clips.clips[:4]), frames.flatten(1), atol=1e-5)
+    averaged = clip_features(encoder, clips.clips[:4], in_order=False)
+    assert torch.allclose(averaged, frames.mean(1), atol=1e-5)
+    # a clip and its reverse: the same frames, so the same averaged features (and other in-order ones)
+    backwards = clips.subset(slice(0, 4)).reversed().clips
+    assert torch.allclose(clip_features(encoder, backwards, in_order=False), averaged, atol=1e-5)
+    assert not torch.allclose(clip_features(encoder, backwards), clip_features(encoder, clips.clips[:4]), atol=1e-3)
+    with pytest.raises(BadValue, match=r"clips must be \[N, T, 3, H, W\], got shape \(8, 3, 32, 32\)"):
+        clip_features(encoder, clips.clips[0])

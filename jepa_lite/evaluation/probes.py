@@ -69,6 +69,35 @@ def extract_features(encoder: nn.Module, images: torch.Tensor, batch_size: int =
     return torch.cat(chunks)
 
 
+@torch.no_grad()
+def clip_features(encoder: nn.Module, clips: torch.Tensor, in_order: bool = True, batch_size: int = 128,
+                  device: torch.device | str | None = None) -> torch.Tensor:
+    """Frozen features of uint8 clips [N, T, 3, H, W] -> float32 [N, S * D] (in_order) or [N, D] (not), on the
+    CPU, from one D-vector per time step: for a video encoder (grid_size (T', H', W')) the mean of each time
+    step's H' * W' tokens, for an image encoder the mean of each frame's tokens (the encoder applied frame by
+    frame), each layer-normed as in extract_features. in_order=True concatenates the S time steps in order
+    (S = T' or T); in_order=False averages them: what is left of a clip without the order of its frames."""
+    if clips.ndim != 5:
+        raise BadValue(f"clips must be [N, T, 3, H, W], got shape {tuple(clips.shape)}")
+    N, T = clips.shape[:2]
+    grid = tuple(encoder.grid_size)
+    if len(grid) == 3:                              # a video encoder: T' time steps of H' x W' tokens
+        device = torch.device(device) if device is not None else next(encoder.parameters()).device
+        was_training = encoder.training
+        encoder.eval()
+        chunks = []
+        for start in range(0, N, batch_size):
+            with autocast_context(device):
+                tokens = encoder(normalize(clips[start:start + batch_size].to(device))).float()   # [B, T'H'W', D]
+            steps = tokens.view(tokens.shape[0], grid[0], grid[1] * grid[2], -1).mean(dim=2)     # [B, T', D]
+            chunks.append(F.layer_norm(steps, steps.shape[-1:]).cpu())
+        encoder.train(was_training)
+        per_step = torch.cat(chunks)
+    else:                                           # an image encoder, frame by frame: N * T images
+        per_step = extract_features(encoder, clips.flatten(0, 1), batch_size=batch_size, device=device).view(N, T, -1)
+    return per_step.flatten(1) if in_order else per_step.mean(dim=1)
+
+
 def raw_pixel_features(images: torch.Tensor) -> torch.Tensor:
     """uint8 [N, 3, H, W] -> normalised flattened pixels [N, 3*H*W] (the no-learning baseline)."""
     return normalize(images).flatten(1).float().cpu()
