@@ -1,6 +1,6 @@
 """Build the course website and check its links: `make site`, or `python site/build.py [--out DIR]`.
 
-Sphinx (myst-nb, the book theme) reads site/index.md and the committed notebooks/0*.ipynb with
+Sphinx (myst-nb, the book theme) reads site/index.md and the committed notebooks/[0-9][0-9]_*.ipynb with
 their stored outputs (nothing is executed), from scratch every time (-E: every warning shows), with
 warnings as errors (-W: all of them are listed, then the build fails). Then every internal link
 and #anchor of the pages is checked offline (site/check_links.py); external links are not fetched.

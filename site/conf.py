@@ -3,7 +3,7 @@
 The source folder is the repository root and this folder is only the configuration folder
 (`sphinx-build -c site . OUT`): the pages are then named after the files' real paths
 (`site/index`, `notebooks/00_setup_and_data`), so the Colab and Binder buttons of each notebook page
-open that very file of the repository. Only `site/index.md` and `notebooks/0*.ipynb` are read, in
+open that very file of the repository. Only `site/index.md` and `notebooks/[0-9][0-9]_*.ipynb` are read, in
 the order of their names; a new notebook `notebooks/NN_*.ipynb` joins the site, its table of
 contents and the landing page's table without an edit here.
 
@@ -36,7 +36,7 @@ extensions = ["myst_nb"]
 
 # -- what is read --------------------------------------------------------------------------------
 root_doc = "site/index"
-include_patterns = ["site/index.md", "notebooks/0*.ipynb"]
+include_patterns = ["site/index.md", "notebooks/[0-9][0-9]_*.ipynb"]
 # every other top-level entry is left out before Sphinx walks into it (.venv, build, data, ...)
 exclude_patterns = sorted(
     [entry.name for entry in ROOT.iterdir() if entry.name not in {"site", "notebooks"}]
@@ -99,8 +99,8 @@ html_theme_options = {
 
 # -- the landing page's table of notebooks -------------------------------------------------------
 def course_notebooks() -> list[Path]:
-    """notebooks/0*.ipynb in the order of their names (the course's order)."""
-    return sorted((ROOT / "notebooks").glob("0*.ipynb"))
+    """notebooks/[0-9][0-9]_*.ipynb in the order of their names (the course's order)."""
+    return sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
 def notebook_title(path: Path) -> str:

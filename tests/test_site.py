@@ -24,7 +24,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SITE = REPO / "site"
-NOTEBOOKS = sorted((REPO / "notebooks").glob("0*.ipynb"))
+NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 SHOTS = REPO / "build" / "browser"
 COLAB = "https://colab.research.google.com/github/jepa-lite/jepa-lite/blob/main/notebooks/"
 BINDER = "https://mybinder.org/v2/gh/jepa-lite/jepa-lite/main?urlpath=lab/tree/notebooks/"
