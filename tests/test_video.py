@@ -87,6 +87,23 @@ def test_a_motion_and_its_reverse_have_the_same_frames_in_the_opposite_order(cli
     assert torch.equal(mean_frame(backwards), mean_frame(clips.clips))
 
 
+def test_the_mono_palette_draws_the_same_clips_in_grey(clips):
+    """moving-shapes-mono: the same shapes, paths, clutter and frames in the grey levels of shapes-mono
+    (a dark shape on a light background), and a reverse that is still the clip backwards."""
+    grey = make_moving_shapes(96, seed=0, keep_masks=True, palette="mono")
+    assert torch.equal(grey.masks, clips.masks) and torch.equal(grey.motion_labels, clips.motion_labels)
+    assert torch.equal(grey.shape_labels, clips.shape_labels) and grey.name.startswith("moving-shapes-mono")
+    frames = grey.clips.float()
+    assert (frames.max(2).values - frames.min(2).values).mean() < 8          # channels differ by the noise only
+    shape = frames.mean(2)[grey.masks].mean()
+    background = frames.mean(2)[~grey.masks].mean()
+    assert shape < 90 < 150 < background                                       # dark shape, light background
+    backwards, _, motion, _ = render_moving_shapes(torch.arange(96), seed=0, reverse=True, palette="mono")
+    assert torch.equal(backwards, grey.clips.flip(1)) and torch.equal(motion, grey.motion_labels ^ 1)
+    with pytest.raises(BadValue, match=r"palette must be one of \('colour', 'mono'\), got 'grey'"):
+        make_moving_shapes(2, palette="grey")
+
+
 def test_the_shape_moves_as_its_motion_class_says(clips):
     xs = torch.arange(32).float() + 0.5
     m = clips.masks.float()                                                    # [N, T, S, S]

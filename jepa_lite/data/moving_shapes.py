@@ -19,7 +19,12 @@ features averaged over the frames) can tell a motion from its reverse better tha
 within a pair needs two frames in order. The pair itself (horizontal, vertical or scale) shows a little in
 the frames: how far they spread, how large the shape gets.
 
-    make_moving_shapes(num_clips, seed, frames, image_size) -> ClipDataset
+Two palettes, as for the images (shapes.PALETTES): "colour" draws every clip's colours, "mono" the same
+clips in the grey levels of shapes-mono (a dark shape on a light background). Colours drawn apart from
+the motion are, as notebook 06 shows for images, among the easiest things to predict about a hidden
+block; in grey what is left to predict is the shape and where it goes.
+
+    make_moving_shapes(num_clips, seed, frames, image_size, palette=...) -> ClipDataset
     ClipDataset.clips [N, T, 3, S, S] uint8, shape_labels, motion_labels, frames_as_images()
 """
 from __future__ import annotations
@@ -33,7 +38,7 @@ import torch
 from torch import Tensor
 
 from jepa_lite.data.images import ImageDataset
-from jepa_lite.data.shapes import SHAPE_CLASSES, _shape_inside, _uniforms
+from jepa_lite.data.shapes import PALETTES, SHAPE_CLASSES, _shape_inside, _uniforms
 from jepa_lite.errors import BadValue
 
 MOTION_CLASSES = ["right", "left", "down", "up", "grow", "shrink"]
@@ -116,10 +121,13 @@ def _trajectories(p: Tensor, motion: Tensor, frames: int, S: int) -> tuple[Tenso
 
 
 def render_moving_shapes(index: Tensor, seed: int, frames: int = 8, image_size: int = 32,
-                         reverse: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                         reverse: bool = False, palette: str = "colour") -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Render clips `index` ([n] int64). Returns (clips [n, T, 3, S, S] uint8, shape labels [n],
     motion labels [n], masks [n, T, S, S] bool: the shape's pixels), row j being clip index[j].
-    reverse=True renders each clip's reverse: its frames in the opposite order, its motion label m ^ 1."""
+    reverse=True renders each clip's reverse: its frames in the opposite order, its motion label m ^ 1.
+    palette: "colour" or "mono" (shapes.PALETTES): the same clips, in the grey levels of shapes-mono."""
+    if palette not in PALETTES:
+        raise BadValue(f"palette must be one of {PALETTES}, got {palette!r}")
     if not 2 <= frames <= MAX_FRAMES:
         raise BadValue(f"frames must be in 2..{MAX_FRAMES}, got {frames}")
     if image_size < 8:
@@ -148,11 +156,16 @@ def render_moving_shapes(index: Tensor, seed: int, frames: int = 8, image_size: 
         masks[rows] = _shape_inside(c, u, v)
 
     # the still background: base colour, 1-3 clutter dots (behind the shape), a lighting ramp
-    bg = p[:, _P_BG:_P_BG + 3]                                                     # [n, 3]
-    fg = (bg + 0.3 + 0.4 * p[:, _P_FG:_P_FG + 3]) % 1.0                            # >= 0.3 from bg per channel
     d = p[:, _P_DISTRACTORS:_P_FRAME_NOISE].view(n, _MAX_DISTRACTORS, _D_STRIDE)
     active = torch.arange(_MAX_DISTRACTORS).view(1, -1) <= (p[:, _P_NUM_DISTRACTORS] * _MAX_DISTRACTORS).long()[:, None]
-    d_col = (fg[:, None] + 0.25 + 0.5 * d[..., 3:6]) % 1.0                         # never the shape's colour
+    if palette == "colour":
+        bg = p[:, _P_BG:_P_BG + 3]                                                 # [n, 3]
+        fg = (bg + 0.3 + 0.4 * p[:, _P_FG:_P_FG + 3]) % 1.0                        # >= 0.3 from bg per channel
+        d_col = (fg[:, None] + 0.25 + 0.5 * d[..., 3:6]) % 1.0                     # never the shape's colour
+    else:                               # shapes-mono's grey levels: light background, dark shape, mid clutter
+        bg = (0.75 + 0.1 * p[:, _P_BG:_P_BG + 1]).expand(-1, 3)
+        fg = (0.15 + 0.1 * p[:, _P_FG:_P_FG + 1]).expand(-1, 3)
+        d_col = (0.45 + 0.1 * d[..., 3:4]).expand(-1, -1, 3)
     d_x, d_y, d_rad2 = torch.stack([d[..., 0] * S, d[..., 1] * S,
                                     torch.where(active, ((0.03 + 0.03 * d[..., 2]) * S) ** 2, -1.0)]).float()
     dist2 = (xs - d_x[..., None, None]) ** 2 + (ys - d_y[..., None, None]) ** 2     # [n, K, S, S]
@@ -163,6 +176,8 @@ def render_moving_shapes(index: Tensor, seed: int, frames: int = 8, image_size: 
         background = torch.where(hit[:, k, None], colour, background)
     g_angle = 2 * math.pi * p[:, _P_GRAD_ANGLE]
     delta = (0.4 * p[:, _P_BG_DELTA:_P_BG_DELTA + 3] - 0.2) * 255.0                   # up to +-0.14 at corners
+    if palette == "mono":                                                          # a grey ramp
+        delta = delta[:, :1].expand(-1, 3)
     gx = (torch.cos(g_angle)[:, None] * delta / S).float().view(n, 3, 1, 1)
     gy = (torch.sin(g_angle)[:, None] * delta / S).float().view(n, 3, 1, 1)
     ramp = (xs[0] - S / 2) * gx + (ys[0] - S / 2) * gy                             # [n, 3, S, S]
@@ -273,7 +288,7 @@ class ClipDataset:
 
 
 def make_moving_shapes(num_clips: int, seed: int = 0, frames: int = 8, image_size: int = 32,
-                       start_index: int = 0, keep_masks: bool = False) -> ClipDataset:
+                       start_index: int = 0, keep_masks: bool = False, palette: str = "colour") -> ClipDataset:
     """The moving-shapes clips start_index .. start_index + num_clips - 1 (see the module's docstring).
     keep_masks: also keep the shape's pixels per frame ([N, T, S, S] bool; a third of the clips' memory)."""
     if num_clips < 0 or start_index < 0:
@@ -292,11 +307,11 @@ def make_moving_shapes(num_clips: int, seed: int = 0, frames: int = 8, image_siz
         for start in range(0, num_clips, chunk):
             stop = min(start + chunk, num_clips)
             index = torch.arange(start_index + start, start_index + stop, dtype=torch.int64)
-            c, s, m, mk = render_moving_shapes(index, seed, T, S)
+            c, s, m, mk = render_moving_shapes(index, seed, T, S, palette=palette)
             clips[start:stop], shape_labels[start:stop], motion_labels[start:stop] = c, s, m
             if masks is not None:
                 masks[start:stop] = mk
     finally:
         torch.set_num_threads(threads)
     return ClipDataset(clips, shape_labels, motion_labels, list(SHAPE_CLASSES), list(MOTION_CLASSES),
-                       masks=masks, name=f"moving-shapes(seed={seed})")
+                       masks=masks, name=f"moving-shapes{'-mono' if palette == 'mono' else ''}(seed={seed})")
