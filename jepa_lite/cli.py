@@ -1,6 +1,7 @@
 """`jepa-lite`: pretrain and probe from the command line.
 
-    jepa-lite train [--data shapes|shapes-mono|cifar10|stl10|imagefolder:PATH] [--model tiny|small|...]
+    jepa-lite train [--data shapes|shapes-mono|moving-shapes|cifar10|stl10|imagefolder:PATH]
+                    [--model tiny|small|...|video-tiny (with moving-shapes)]
                     [--budget-minutes N | --epochs N | --steps N] --out DIR
     jepa-lite probe --checkpoint DIR_OR_FILE [--data D] [--test-data D2] [--layers K]
     jepa-lite student [--out build/student] [--only 00 05]
@@ -20,7 +21,7 @@ import typing
 from dataclasses import MISSING, fields
 from pathlib import Path
 
-from jepa_lite.core.model_sizes import IJEPA_SIZES, MODEL_SIZES
+from jepa_lite.core.model_sizes import IJEPA_SIZES, MODEL_SIZES, VIDEO_SIZES
 from jepa_lite.core.objective import LOSSES, OBJECTIVES, SIGREG_ON, TARGET_MODES, TARGET_NORMS
 from jepa_lite.data.augment import COLOUR_VIEWS
 from jepa_lite.engine.config import DATA_DEFAULTS, ENCODER_NAMES, LR_SCHEDULES, RECIPES, TrainConfig
@@ -104,7 +105,8 @@ _CHOICES = {
     "recipe": tuple(RECIPES), "encoder": ENCODER_NAMES, "lr_schedule": LR_SCHEDULES, "loss": LOSSES,
     "target_norm": TARGET_NORMS, "target_mode": TARGET_MODES, "sigreg_on": SIGREG_ON,
     "objective": OBJECTIVES,
-    "colour_views": COLOUR_VIEWS, "amp": PRECISIONS, "model": tuple(MODEL_SIZES) + tuple(IJEPA_SIZES),
+    "colour_views": COLOUR_VIEWS, "amp": PRECISIONS,
+    "model": tuple(MODEL_SIZES) + tuple(VIDEO_SIZES) + tuple(IJEPA_SIZES),
 }
 
 

@@ -4,10 +4,12 @@ PredictorConfig; model_configs(name) builds both configs.
 
     model_configs("tiny")                      -> (ViTConfig, PredictorConfig)
     model_configs("micro", image_size=64)      -> the overrides apply to the encoder
+    model_configs("video-tiny")                -> (video.VideoConfig, PredictorConfig): VIDEO_SIZES
 """
 from __future__ import annotations
 
 from jepa_lite.core.models import PredictorConfig, ViTConfig
+from jepa_lite.core.video import VideoConfig
 from jepa_lite.errors import BadValue
 
 # Named sizes. "micro" exists for fast tests; "tiny"/"small" suit 32 px images with patch 4 (an 8x8 grid);
@@ -39,13 +41,33 @@ IJEPA_SIZES: dict[str, tuple[dict, dict]] = {
                     dict(embed_dim=384, depth=16, num_heads=16, **_REFERENCE)),  # IN-22K 44 ep
 }
 
+# Sizes for clips (video.VideoConfig, trained on --data moving-shapes): the widths of "tiny" and "micro",
+# tubelets of 2 frames x 8 x 8 pixels, so 8 frames of 32 px are 4 x 4 x 4 = 64 tokens. Kept out of
+# MODEL_SIZES (the image sizes the notebooks tabulate); model_configs accepts them.
+_CLIPS = dict(frames=8, tubelet=2, patch_size=8)
+VIDEO_SIZES: dict[str, tuple[dict, dict]] = {
+    "video-micro": (dict(embed_dim=32, depth=2, num_heads=2, **_CLIPS), dict(embed_dim=16, depth=1, num_heads=2)),
+    "video-tiny":  (dict(embed_dim=64, depth=4, num_heads=4, **_CLIPS), dict(embed_dim=32, depth=2, num_heads=4)),
+}
 
-def model_configs(name: str, **overrides) -> tuple[ViTConfig, PredictorConfig]:
+
+def all_sizes() -> dict[str, tuple[dict, dict]]:
+    """Every named size model_configs accepts: image, released I-JEPA and video sizes."""
+    return {**MODEL_SIZES, **IJEPA_SIZES, **VIDEO_SIZES}
+
+
+def unknown_size(name: str) -> BadValue:
+    return BadValue(f"unknown model size {name!r}; valid: {sorted(MODEL_SIZES)}, the video sizes "
+                    f"{sorted(VIDEO_SIZES)} and the released I-JEPA sizes {sorted(IJEPA_SIZES)}")
+
+
+def model_configs(name: str, **overrides) -> tuple[ViTConfig | VideoConfig, PredictorConfig]:
     """Encoder and predictor configs for a named size; `overrides` apply to the encoder
-    (e.g. image_size=64). Raises ValueError for an unknown name."""
-    sizes = {**MODEL_SIZES, **IJEPA_SIZES}
+    (e.g. image_size=64). A video size's encoder config is a VideoConfig. Raises ValueError for an
+    unknown name."""
+    sizes = all_sizes()
     if name not in sizes:
-        raise BadValue(f"unknown model size {name!r}; valid: {sorted(MODEL_SIZES)} "
-                         f"and the released I-JEPA sizes {sorted(IJEPA_SIZES)}")
+        raise unknown_size(name)
     encoder_kwargs, predictor_kwargs = sizes[name]
-    return ViTConfig(**{**encoder_kwargs, **overrides}), PredictorConfig(**predictor_kwargs)
+    config_class = VideoConfig if name in VIDEO_SIZES else ViTConfig
+    return config_class(**{**encoder_kwargs, **overrides}), PredictorConfig(**predictor_kwargs)

@@ -29,6 +29,7 @@ from torch import Tensor
 
 from jepa_lite.data.imagefolder import load_imagefolder
 from jepa_lite.data.images import ImageDataset, _balanced_indices
+from jepa_lite.data.moving_shapes import ClipDataset, make_moving_shapes
 from jepa_lite.data.shapes import PALETTES, SHAPE_CLASSES, mask_boxes, render_shapes
 from jepa_lite.errors import BadValue, DataUnavailable
 
@@ -43,11 +44,14 @@ Supported data set specs (load_dataset(spec, split, ...)):
   imagefolder:PATH   your own images: PATH/<class>/<image> (train split only), or PATH/train/<class>/...
                      with PATH/test/ (or PATH/val/) for the test split. Decoded once, center-cropped
                      to square and resized to image_size (default: the first image's size). A folder
-                     of images without class subfolders is one class (fine for pretraining)."""
+                     of images without class subfolders is one class (fine for pretraining).
+  moving-shapes      procedural clips (ClipDataset, 8 frames of 32 px) of a shape moving one of 6 ways.
+                     splits: train (clips [0, 10k)), test (clips [1M, 1M + 2k)); max_images: the number of clips."""
 
-VALID_SPECS = ("shapes", "shapes-mono", "cifar10", "stl10", "imagefolder:PATH")
+VALID_SPECS = ("shapes", "shapes-mono", "moving-shapes", "cifar10", "stl10", "imagefolder:PATH")
 SHAPES_SPECS = {"shapes": "colour", "shapes-mono": "mono"}        # the procedural specs and their palettes
-_SPLITS = {**{spec: ("train", "test") for spec in SHAPES_SPECS}, "cifar10": ("train", "test"),
+_SPLITS = {**{spec: ("train", "test") for spec in SHAPES_SPECS}, "moving-shapes": ("train", "test"),
+           "cifar10": ("train", "test"),
            "stl10": ("train", "test", "unlabeled"), "imagefolder": ("train", "test")}
 
 # Fixed normalisation constants, the same for every data set: a checkpoint then never depends on
@@ -116,6 +120,20 @@ def _load_shapes(spec: str, split: str, image_size: int | None, max_images: int 
     return ds
 
 
+# the two disjoint clip index ranges of load_dataset("moving-shapes", ...)
+CLIPS_TRAIN_SIZE, CLIPS_TEST_START, CLIPS_TEST_SIZE = 10_000, 1_000_000, 2_000
+
+
+def _load_moving_shapes(split: str, image_size: int | None, max_images: int | None) -> ClipDataset:
+    start = 0 if split == "train" else CLIPS_TEST_START
+    size = max_images if max_images is not None else (CLIPS_TRAIN_SIZE if split == "train" else CLIPS_TEST_SIZE)
+    if split == "train" and size > CLIPS_TEST_START:
+        raise BadValue(f"moving-shapes train split holds at most {CLIPS_TEST_START} clips, asked for {size}")
+    ds = make_moving_shapes(size, seed=0, frames=8, image_size=image_size or 32, start_index=start)
+    ds.name = f"moving-shapes[{split}]"
+    return ds
+
+
 # ----------------------------------------------------------------------------------------------
 # helpers shared by the file-backed data sets
 
@@ -172,7 +190,7 @@ def _load_torchvision(name: str, split: str, root: Path, image_size: int | None,
 # the one entry point
 
 def load_dataset(spec: str, split: str = "train", root: str | Path | None = "data", image_size: int | None = None,
-                 max_images: int | None = None, download: bool = True) -> ImageDataset:
+                 max_images: int | None = None, download: bool = True) -> ImageDataset | ClipDataset:
     """Load a data set into memory as an ImageDataset (images [N, 3, H, W] uint8 on the CPU).
 
     spec: see DATASET_SPECS ("shapes", "cifar10", "stl10", "imagefolder:PATH").
@@ -191,6 +209,8 @@ def load_dataset(spec: str, split: str = "train", root: str | Path | None = "dat
         raise BadValue(f"invalid split {split!r} for {kind}; valid splits: {', '.join(_SPLITS[kind])}")
     if kind in SHAPES_SPECS:
         return _load_shapes(kind, split, image_size, max_images)
+    if kind == "moving-shapes":
+        return _load_moving_shapes(split, image_size, max_images)
     if kind == "imagefolder":
         path = spec[len("imagefolder:"):]
         if not path:

@@ -12,8 +12,10 @@ import torch
 import torch.nn as nn
 
 from jepa_lite.core.cnn import CNNConfig
+from jepa_lite.core.model_sizes import VIDEO_SIZES
 from jepa_lite.core.models import PredictorConfig, ViTConfig
 from jepa_lite.core.objective import JEPA
+from jepa_lite.core.video import VideoConfig
 from jepa_lite.engine.build import ENCODERS, build_jepa
 from jepa_lite.errors import BadValue, CheckpointError
 
@@ -106,10 +108,13 @@ def load_networks(model: JEPA, checkpoint: dict) -> None:
         load_state_dict_checked(model.pixel_head, checkpoint["pixel_head"], "pixel_head")
 
 
-def encoder_config_from_checkpoint(checkpoint: dict) -> ViTConfig | CNNConfig:
-    """The encoder config of a checkpoint: a CNNConfig if it was trained with encoder="cnn",
-    else a ViTConfig (checkpoints written before the encoder option are ViTs)."""
+def encoder_config_from_checkpoint(checkpoint: dict) -> ViTConfig | CNNConfig | VideoConfig:
+    """The encoder config of a checkpoint: a CNNConfig if it was trained with encoder="cnn", a
+    VideoConfig if with a video model size (VIDEO_SIZES), else a ViTConfig (checkpoints written before
+    the encoder option are ViTs)."""
     kind = checkpoint["train_config"].get("encoder", "vit")
+    if checkpoint["train_config"].get("model") in VIDEO_SIZES:
+        kind = "video"
     if kind not in ENCODERS:
         raise BadValue(f"checkpoint has unknown encoder {kind!r}; valid: {tuple(ENCODERS)}")
     return ENCODERS[kind][0](**checkpoint["encoder_config"])

@@ -41,7 +41,10 @@ ENCODER_NAMES = ("vit", "cnn")
 DATA_DEFAULTS = {
     "shapes": {"batch_size": 128, "crop_scale": (0.7, 1.0)},
     "other": {"batch_size": 256, "crop_scale": (0.3, 1.0)},
+    # clips are used whole: no crop, and no flip (it would turn "right" into "left"); wins over the recipe's
+    "moving-shapes": {"batch_size": 64, "crop_scale": (1.0, 1.0), "hflip": False},
 }
+CLIP_SPECS = ("moving-shapes",)       # data sets of clips: trained with a video size (VIDEO_SIZES)
 
 PAPER = {
     "lr": 1e-3, "start_lr": 2e-4, "min_lr": 1e-6, "lr_schedule": "cosine", "warmup_fraction": 40 / 300,
@@ -117,6 +120,8 @@ FAST_DEVIATIONS = {
 
 def data_defaults(data: str) -> dict:
     """The per-data-set values of the fields the recipe leaves to the data set."""
+    if data in CLIP_SPECS:
+        return DATA_DEFAULTS[data]
     return DATA_DEFAULTS["shapes" if data in SHAPES_SPECS else "other"]
 
 
@@ -239,13 +244,41 @@ class TrainConfig:
         if self.stream and not self.data.startswith("imagefolder:"):
             raise BadValue(f"stream=True reads image folders (--data imagefolder:PATH); {self.data!r} is held in "
                              f"memory")
+        self._check_clips()
         if self.encoder == "cnn" and self.drop_path:
             raise BadValue(f"drop_path ({self.drop_path}) applies to the vit encoder only; use 0 with encoder='cnn'")
+
+    def _check_clips(self) -> None:
+        """Clips (CLIP_SPECS) go with a video size and vice versa, as a ViT trained on embeddings,
+        whole and unflipped."""
+        from jepa_lite.core.model_sizes import VIDEO_SIZES
+
+        clips, video = self.data in CLIP_SPECS, self.model in VIDEO_SIZES
+        if clips and not video:
+            raise BadValue(f"data {self.data!r} is clips: it needs a video model size, got model {self.model!r}; "
+                           f"valid: {', '.join(VIDEO_SIZES)}")
+        if video and not clips:
+            raise BadValue(f"model {self.model!r} is a video size: it trains on clips, got data {self.data!r}; "
+                           f"valid: {', '.join(CLIP_SPECS)}")
+        if not clips:
+            return
+        if self.objective != "jepa":
+            raise BadValue(f"objective {self.objective!r} reconstructs 2-D patches: clips train with objective "
+                           f"'jepa' only")
+        if self.encoder != "vit":
+            raise BadValue(f"encoder {self.encoder!r} reads images: clips train with encoder 'vit' only")
+        if self.hflip:
+            raise BadValue(f"hflip={self.hflip!r}: a flip turns a clip's 'right' into 'left'; clips train with "
+                           f"hflip False")
+        if self.crop_scale is not None and tuple(self.crop_scale) != (1.0, 1.0):
+            raise BadValue(f"crop_scale {tuple(self.crop_scale)}: clips are used whole; valid: (1.0, 1.0)")
+        if self.colour_views != "same":
+            raise BadValue(f"colour_views {self.colour_views!r}: clips train with colour_views 'same' only")
 
     def resolve(self) -> "TrainConfig":
         """A new TrainConfig with every None filled in from the recipe, the data set and the model
         size (resolving a resolved config changes nothing)."""
-        from jepa_lite.core.model_sizes import IJEPA_SIZES, MODEL_SIZES
+        from jepa_lite.core.model_sizes import all_sizes, unknown_size
         from jepa_lite.core.models import ViTConfig
 
         recipe = RECIPES[self.recipe]
@@ -254,14 +287,13 @@ class TrainConfig:
             values["warmup_fraction"] = 0.0
         if self.warmup_fraction and self.warmup_steps is None:     # and the other way round
             values["warmup_steps"] = 0
-        for name, value in data_defaults(self.data).items():
-            if getattr(self, name) is None and values.get(name) is None:
+        for name, value in data_defaults(self.data).items():     # clips: their hflip wins over the recipe's
+            if getattr(self, name) is None and (values.get(name) is None or self.data in CLIP_SPECS):
                 values[name] = value
         if self.patch_size is None:
-            sizes = {**MODEL_SIZES, **IJEPA_SIZES}
+            sizes = all_sizes()
             if self.model not in sizes:
-                raise BadValue(f"unknown model size {self.model!r}; valid: {sorted(MODEL_SIZES)} "
-                                 f"and the released I-JEPA sizes {sorted(IJEPA_SIZES)}")
+                raise unknown_size(self.model)
             values["patch_size"] = sizes[self.model][0].get("patch_size", ViTConfig.patch_size)
         if self.steps is None and self.epochs is None and self.budget_minutes is None:
             values["budget_minutes"] = 5.0

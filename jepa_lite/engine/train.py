@@ -31,6 +31,7 @@ import torch
 
 from jepa_lite.core.models import set_drop_path_generator
 from jepa_lite.core.objective import JEPA, ema_momentum
+from jepa_lite.core.video import VideoConfig
 from jepa_lite.data.datasets import step_generator
 from jepa_lite.data.images import ImageDataset
 from jepa_lite.engine import distributed
@@ -112,7 +113,9 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(param_groups(self.model), lr=config.lr, betas=config.betas,
                                            weight_decay=config.weight_decay)
         self.scaler = grad_scaler(self.device, self.precision)        # active for fp16 only
-        self.batches = TrainBatches(self.dataset, self.streaming, config, self.mask_config, self.device)
+        time_steps = self.encoder_config.grid_size[0] if isinstance(self.encoder_config, VideoConfig) else None
+        self.batches = TrainBatches(self.dataset, self.streaming, config, self.mask_config, self.device,
+                                    time_steps=time_steps)      # clips: VideoMaskSampler's tubes through T' steps
 
         self.steps_per_epoch = max(len(dataset) // config.batch_size, 1)
         if config.steps is not None:

@@ -15,18 +15,20 @@ from pathlib import Path
 import torch
 
 from jepa_lite.core.masks import MaskConfig, Masks, MaskSampler
+from jepa_lite.core.video import VideoMaskSampler
 from jepa_lite.data.augment import BatchAugment, scramble_colours
-from jepa_lite.data.datasets import batch_indices, load_dataset, rows_of_rank, step_generator
+from jepa_lite.data.datasets import batch_indices, load_dataset, normalize, rows_of_rank, step_generator
 from jepa_lite.data.images import ImageDataset
+from jepa_lite.data.moving_shapes import ClipDataset
 from jepa_lite.data.stream import STREAM_ABOVE_BYTES, ImageFolderStream, stream_loader
-from jepa_lite.engine.config import TrainConfig
+from jepa_lite.engine.config import CLIP_SPECS, TrainConfig
 from jepa_lite.errors import BadValue
 
 CROP_RATIO = (3 / 4, 4 / 3)          # the aspect ratios of the random resized crops (torchvision's)
 
 
-def training_images(config: TrainConfig, dataset: ImageDataset | None = None, log=lambda message: None
-                    ) -> tuple[ImageDataset | ImageFolderStream, bool]:
+def training_images(config: TrainConfig, dataset: ImageDataset | ClipDataset | None = None,
+                    log=lambda message: None) -> tuple[ImageDataset | ClipDataset | ImageFolderStream, bool]:
     """The run's training set (`dataset` if given) and whether it is streamed: an image folder is
     streamed when config.stream asks or, with stream=None, when its decoded images exceed
     STREAM_ABOVE_BYTES (the log says so)."""
@@ -48,6 +50,9 @@ def training_images(config: TrainConfig, dataset: ImageDataset | None = None, lo
                                max_images=config.max_train_images)
     if len(dataset) < 1:
         raise BadValue(f"data set {config.data!r} is empty")
+    if isinstance(dataset, ClipDataset) != (config.data in CLIP_SPECS):
+        raise BadValue(f"data {config.data!r} trains on {'clips' if config.data in CLIP_SPECS else 'images'}, "
+                       f"got a {type(dataset).__name__}")
     return dataset, streaming
 
 
@@ -70,13 +75,18 @@ def usable_cpus() -> int:
 class TrainBatches:
     """The batch of each step. In memory (`dataset` on the device), every rank draws the whole batch
     (the same crops and masks) and keeps its rows; streamed, the DataLoader's workers decode and mask
-    this rank's rows, and the crops are drawn here."""
+    this rank's rows, and the crops are drawn here. Clips (a ClipDataset, with `time_steps` T' given)
+    are used whole, normalised frame by frame, with VideoMaskSampler's tubes: no crops or flips."""
 
-    def __init__(self, dataset: ImageDataset | ImageFolderStream, streaming: bool, config: TrainConfig,
-                 mask_config: MaskConfig, device: torch.device):
+    def __init__(self, dataset: ImageDataset | ClipDataset | ImageFolderStream, streaming: bool,
+                 config: TrainConfig, mask_config: MaskConfig, device: torch.device, time_steps: int | None = None):
         self.dataset, self.streaming, self.config, self.device = dataset, streaming, config, device
         self.mask_config = mask_config
-        self.mask_sampler = MaskSampler(mask_config)
+        self.clips = isinstance(dataset, ClipDataset)
+        if self.clips != (time_steps is not None):
+            raise BadValue(f"clips need time_steps (the encoder's T'), images none; got a "
+                           f"{type(dataset).__name__} and time_steps={time_steps}")
+        self.mask_sampler = VideoMaskSampler(mask_config, time_steps) if self.clips else MaskSampler(mask_config)
         # streamed images arrive cropped (training_images): here they are only flipped
         self.augment = BatchAugment(crop_scale=(1.0, 1.0) if streaming else config.crop_scale,
                                     crop_ratio=(1.0, 1.0) if streaming else CROP_RATIO, hflip=config.hflip)
@@ -102,6 +112,9 @@ class TrainBatches:
         rows = rows_of_rank(batch, rank, world)
         if world > 1:
             masks = Masks(masks.context_indices[rows], masks.target_indices[rows], masks.grid_size)
+        if self.clips:          # whole clips [b, T, 3, S, S], each frame normalised as an image is
+            clips = self.dataset.images[indices[rows].to(self.device)]
+            return normalize(clips.flatten(0, 1)).view(clips.shape), None, masks, batch
         images = self.augment(self.dataset.images[indices[rows].to(self.device)],
                               generator=step_generator(config.seed, step, 1), rows=rows, batch_size=batch)
         images, target_images = self._colour_views(images, step, rows=rows, batch_size=batch)
