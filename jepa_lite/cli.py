@@ -1,7 +1,7 @@
 """`jepa-lite`: pretrain and probe from the command line.
 
-    jepa-lite train [--data shapes|shapes-mono|moving-shapes|cifar10|stl10|imagefolder:PATH]
-                    [--model tiny|small|...|video-tiny (with moving-shapes)]
+    jepa-lite train [--data shapes|shapes-mono|moving-shapes|moving-shapes-mono|cifar10|stl10|imagefolder:PATH]
+                    [--model tiny|small|...|video-tiny (with moving-shapes[-mono])]
                     [--budget-minutes N | --epochs N | --steps N] --out DIR
     jepa-lite probe --checkpoint DIR_OR_FILE [--data D] [--test-data D2] [--layers K]
     jepa-lite student [--out build/student] [--only 00 05]

@@ -44,6 +44,10 @@ def test_moving_shapes_splits_start_at_0_and_1m():
     train_split = load_dataset("moving-shapes", "train", max_images=6)
     assert torch.equal(train_split.clips, make_moving_shapes(6, seed=0).clips)
     assert not torch.equal(train_split.clips, test.clips)
+    grey = load_dataset("moving-shapes-mono", "test", max_images=6)           # the same clips in grey
+    assert torch.equal(grey.clips, make_moving_shapes(6, seed=0, start_index=1_000_000, palette="mono").clips)
+    assert torch.equal(grey.motion_labels, test.motion_labels) and not torch.equal(grey.clips, test.clips)
+    assert TrainConfig(data="moving-shapes-mono", model="video-tiny").resolve().hflip is False
 
 
 def test_clip_defaults_and_mask_config_on_the_frame_grid():

@@ -46,11 +46,13 @@ Supported data set specs (load_dataset(spec, split, ...)):
                      to square and resized to image_size (default: the first image's size). A folder
                      of images without class subfolders is one class (fine for pretraining).
   moving-shapes      procedural clips (ClipDataset, 8 frames of 32 px) of a shape moving one of 6 ways.
+  moving-shapes-mono the same clips in the grey levels of shapes-mono (notebook 11 trains on these).
                      splits: train (clips [0, 10k)), test (clips [1M, 1M + 2k)); max_images: the number of clips."""
 
-VALID_SPECS = ("shapes", "shapes-mono", "moving-shapes", "cifar10", "stl10", "imagefolder:PATH")
+VALID_SPECS = ("shapes", "shapes-mono", "moving-shapes", "moving-shapes-mono", "cifar10", "stl10", "imagefolder:PATH")
 SHAPES_SPECS = {"shapes": "colour", "shapes-mono": "mono"}        # the procedural specs and their palettes
-_SPLITS = {**{spec: ("train", "test") for spec in SHAPES_SPECS}, "moving-shapes": ("train", "test"),
+CLIP_PALETTES = {"moving-shapes": "colour", "moving-shapes-mono": "mono"}   # the clip specs and their palettes
+_SPLITS = {**{spec: ("train", "test") for spec in {**SHAPES_SPECS, **CLIP_PALETTES}},
            "cifar10": ("train", "test"),
            "stl10": ("train", "test", "unlabeled"), "imagefolder": ("train", "test")}
 
@@ -120,17 +122,18 @@ def _load_shapes(spec: str, split: str, image_size: int | None, max_images: int 
     return ds
 
 
-# the two disjoint clip index ranges of load_dataset("moving-shapes", ...)
+# the two disjoint clip index ranges of load_dataset("moving-shapes" or "moving-shapes-mono", ...)
 CLIPS_TRAIN_SIZE, CLIPS_TEST_START, CLIPS_TEST_SIZE = 10_000, 1_000_000, 2_000
 
 
-def _load_moving_shapes(split: str, image_size: int | None, max_images: int | None) -> ClipDataset:
+def _load_moving_shapes(spec: str, split: str, image_size: int | None, max_images: int | None) -> ClipDataset:
     start = 0 if split == "train" else CLIPS_TEST_START
     size = max_images if max_images is not None else (CLIPS_TRAIN_SIZE if split == "train" else CLIPS_TEST_SIZE)
     if split == "train" and size > CLIPS_TEST_START:
         raise BadValue(f"moving-shapes train split holds at most {CLIPS_TEST_START} clips, asked for {size}")
-    ds = make_moving_shapes(size, seed=0, frames=8, image_size=image_size or 32, start_index=start)
-    ds.name = f"moving-shapes[{split}]"
+    ds = make_moving_shapes(size, seed=0, frames=8, image_size=image_size or 32, start_index=start,
+                            palette=CLIP_PALETTES[spec])
+    ds.name = f"{spec}[{split}]"
     return ds
 
 
@@ -209,8 +212,8 @@ def load_dataset(spec: str, split: str = "train", root: str | Path | None = "dat
         raise BadValue(f"invalid split {split!r} for {kind}; valid splits: {', '.join(_SPLITS[kind])}")
     if kind in SHAPES_SPECS:
         return _load_shapes(kind, split, image_size, max_images)
-    if kind == "moving-shapes":
-        return _load_moving_shapes(split, image_size, max_images)
+    if kind in CLIP_PALETTES:
+        return _load_moving_shapes(kind, split, image_size, max_images)
     if kind == "imagefolder":
         path = spec[len("imagefolder:"):]
         if not path:

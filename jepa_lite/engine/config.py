@@ -28,7 +28,7 @@ from pathlib import Path
 
 from jepa_lite.core.objective import check_settings
 from jepa_lite.data.augment import COLOUR_VIEWS
-from jepa_lite.data.datasets import SHAPES_SPECS
+from jepa_lite.data.datasets import CLIP_PALETTES, SHAPES_SPECS
 from jepa_lite.engine.device import PRECISIONS
 from jepa_lite.errors import BadValue
 
@@ -42,9 +42,9 @@ DATA_DEFAULTS = {
     "shapes": {"batch_size": 128, "crop_scale": (0.7, 1.0)},
     "other": {"batch_size": 256, "crop_scale": (0.3, 1.0)},
     # clips are used whole: no crop, and no flip (it would turn "right" into "left"); wins over the recipe's
-    "moving-shapes": {"batch_size": 64, "crop_scale": (1.0, 1.0), "hflip": False},
+    "clips": {"batch_size": 64, "crop_scale": (1.0, 1.0), "hflip": False},
 }
-CLIP_SPECS = ("moving-shapes",)       # data sets of clips: trained with a video size (VIDEO_SIZES)
+CLIP_SPECS = tuple(CLIP_PALETTES)      # data sets of clips: trained with a video size (VIDEO_SIZES)
 
 PAPER = {
     "lr": 1e-3, "start_lr": 2e-4, "min_lr": 1e-6, "lr_schedule": "cosine", "warmup_fraction": 40 / 300,
@@ -121,7 +121,7 @@ FAST_DEVIATIONS = {
 def data_defaults(data: str) -> dict:
     """The per-data-set values of the fields the recipe leaves to the data set."""
     if data in CLIP_SPECS:
-        return DATA_DEFAULTS[data]
+        return DATA_DEFAULTS["clips"]
     return DATA_DEFAULTS["shapes" if data in SHAPES_SPECS else "other"]
 
 
