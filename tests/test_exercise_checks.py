@@ -902,6 +902,45 @@ def _():
 
 
 # ---------------------------------------------------------------------------------------------
+# notebook 10
+
+
+@case("10_1")
+def _():
+    true = torch.randn(4, 12, 48, generator=_gen(10)) * 0.8 + 0.3
+    right = dict(grey_mse=true.pow(2).mean().item(), true_patches=true)
+    return right, {
+        "mean absolute error": with_(right, grey_mse=true.abs().mean().item()),
+        "the variance, not the error of 0": with_(right, grey_mse=true.var().item()),
+        "summed over the pixels of a patch": with_(right, grey_mse=true.pow(2).sum(-1).mean().item()),
+        "root mean squared error": with_(right, grey_mse=true.pow(2).mean().sqrt().item()),
+    }
+
+
+@case("10_2")
+def _():
+    def iou(a, b):
+        inter, union = (a & b).flatten(1).sum(1).float(), (a | b).flatten(1).sum(1).float()
+        return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+
+    def dice(a, b):
+        inter, total = (a & b).flatten(1).sum(1).float(), (a.flatten(1).sum(1) + b.flatten(1).sum(1)).float()
+        return torch.where(total > 0, 2 * inter / total.clamp(min=1), torch.ones_like(total))
+
+    return dict(object_iou=iou), {
+        "Dice instead of IoU": dict(object_iou=dice),
+        "one IoU over the whole batch": dict(
+            object_iou=lambda a, b: ((a & b).sum() / (a | b).sum()).float().expand(a.shape[0])),
+        "empty masks give 0": dict(
+            object_iou=lambda a, b: (a & b).flatten(1).sum(1).float() / (a | b).flatten(1).sum(1).clamp(min=1)),
+        "divided by the true area": dict(
+            object_iou=lambda a, b: torch.where(b.flatten(1).any(1), (a & b).flatten(1).sum(1).float()
+                                                / b.flatten(1).sum(1).clamp(min=1), torch.ones(a.shape[0]))),
+        "pixel accuracy": dict(object_iou=lambda a, b: (a == b).flatten(1).float().mean(1)),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
 # the tests
 
 
@@ -938,4 +977,4 @@ def test_every_exercise_calls_its_check_function_and_has_wrong_answers_listed():
             assert re.search(rf"^check_{key}\(", source, re.MULTILINE), \
                 f"{path.name}, check of exercise {exercise.number}: it should call check_{key}(...)"
             found.append(key)
-    assert len(found) == 33 and set(found) == set(CASES), sorted(set(found) ^ set(CASES))
+    assert len(found) == 35 and set(found) == set(CASES), sorted(set(found) ^ set(CASES))

@@ -587,3 +587,35 @@ def check_09_3(tilted) -> None:
     _require(abs((tilted @ diagonal).std().item() - 3) < 0.3 and abs((tilted @ across).std().item() - 1 / 3) < 0.05, 3,
              "rotate the sample with standard deviations (3, 1/3) by 45 degrees: std 3 along (1, 1)/sqrt(2), "
              "1/3 along (1, -1)/sqrt(2)")
+
+
+# ---------------------------------------------------------------------------------------------
+# notebook 10: what the predictor imagines
+
+
+def check_10_1(grey_mse, true_patches) -> None:
+    _require(_tensor(true_patches) and true_patches.dim() == 3, 1,
+             "keep the true target patches [B, K, P] (normalised pixels) in `true_patches`")
+    expected = true_patches.detach().double().pow(2).mean().item()
+    _require(_close(grey_mse, expected, 1e-4 * max(1.0, expected)), 1,
+             f"grey is 0 in normalised pixels: the mean squared error of 0 against the true patches, "
+             f"mean(true_patches ** 2), should be {expected:.4f}")
+
+
+def check_10_2(object_iou) -> None:
+    g = torch.Generator().manual_seed(10)
+    for shape in [(6, 32, 32), (3, 16, 8)]:
+        a, b = torch.rand(shape, generator=g) < 0.3, torch.rand(shape, generator=g) < 0.5
+        a[0], b[0] = False, False                                     # an image with no object in either: IoU 1
+        a[1] = b[1]                                                   # identical masks: IoU 1
+        inter, union = (a & b).flatten(1).sum(1).double(), (a | b).flatten(1).sum(1).double()
+        expected = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+        try:
+            got = object_iou(a.clone(), b.clone())
+        except Exception as error:                  # noqa: BLE001 - the learner's function, any failure
+            raise AssertionError(f"Exercise 2: object_iou(predicted, true) failed: {error}") from None
+        _require(_tensor(got) and tuple(got.shape) == shape[:1], 2,
+                 f"return one IoU per image: a tensor of shape {shape[:1]} for masks {shape}")
+        _require(torch.allclose(got.double().cpu(), expected, atol=1e-6), 2,
+                 "IoU per image = |predicted AND true| / |predicted OR true| over the image's pixels, "
+                 "and 1 where both masks are empty")
