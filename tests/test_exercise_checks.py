@@ -941,6 +941,40 @@ def _():
 
 
 # ---------------------------------------------------------------------------------------------
+# notebook 11
+
+
+@case("11_1")
+def _():
+    right = dict(reverse_clips=lambda clips, labels: (clips.flip(1), labels ^ 1))
+    return right, {
+        "frames reversed, labels kept": dict(reverse_clips=lambda clips, labels: (clips.flip(1), labels)),
+        "mirrored left-right instead of played backwards": dict(
+            reverse_clips=lambda clips, labels: (clips.flip(-1), labels ^ 1)),
+        "the colour channels reversed": dict(reverse_clips=lambda clips, labels: (clips.flip(2), labels ^ 1)),
+        "labels shifted by one": dict(reverse_clips=lambda clips, labels: (clips.flip(1), (labels + 1) % 6)),
+        "labels 5 - m": dict(reverse_clips=lambda clips, labels: (clips.flip(1), 5 - labels)),
+        "converted to float": dict(reverse_clips=lambda clips, labels: (clips.flip(1).float(), labels ^ 1)),
+    }
+
+
+@case("11_2")
+def _():
+    def tokens(frames, size, tubelet, patch):
+        return (frames // tubelet) * (size // patch) ** 2
+
+    right = dict(tokens_per_clip=tokens, attention_ratio=64.0)
+    return right, {
+        "the tubelet forgotten": dict(tokens_per_clip=lambda f, s, t, p: f * (s // p) ** 2, attention_ratio=64.0),
+        "one side of the frame only": dict(tokens_per_clip=lambda f, s, t, p: (f // t) * (s // p),
+                                           attention_ratio=64.0),
+        "the ratio of tokens, not of pairs": dict(tokens_per_clip=tokens, attention_ratio=8.0),
+        "the ratio upside down": dict(tokens_per_clip=tokens, attention_ratio=1 / 64),
+        "frames times tubelet": dict(tokens_per_clip=lambda f, s, t, p: f * t * (s // p) ** 2, attention_ratio=64.0),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
 # the tests
 
 
@@ -977,4 +1011,4 @@ def test_every_exercise_calls_its_check_function_and_has_wrong_answers_listed():
             assert re.search(rf"^check_{key}\(", source, re.MULTILINE), \
                 f"{path.name}, check of exercise {exercise.number}: it should call check_{key}(...)"
             found.append(key)
-    assert len(found) == 35 and set(found) == set(CASES), sorted(set(found) ^ set(CASES))
+    assert len(found) == 37 and set(found) == set(CASES), sorted(set(found) ^ set(CASES))

@@ -25,6 +25,7 @@ NOTEBOOKS = {
     "06_what_it_learned.ipynb": SHIPPED_CHECKPOINT,
     "07_dense_tasks.ipynb": SHIPPED_CHECKPOINT,
     "08_prediction_vs_reconstruction.ipynb": "data/notebook08/",
+    "11_video_jepa.ipynb": SHIPPED_CHECKPOINT,
 }
 
 

@@ -619,3 +619,33 @@ def check_10_2(object_iou) -> None:
         _require(torch.allclose(got.double().cpu(), expected, atol=1e-6), 2,
                  "IoU per image = |predicted AND true| / |predicted OR true| over the image's pixels, "
                  "and 1 where both masks are empty")
+
+
+# ---------------------------------------------------------------------------------------------
+# notebook 11
+
+def check_11_1(reverse_clips) -> None:
+    from jepa_lite.data.moving_shapes import make_moving_shapes
+
+    sample = make_moving_shapes(12, seed=0, start_index=2_000_000)
+    try:
+        clips, labels = reverse_clips(sample.clips.clone(), sample.motion_labels.clone())
+    except Exception as error:                  # noqa: BLE001 - the learner's function, any failure
+        raise AssertionError(f"Exercise 1: reverse_clips(clips, motion_labels) failed: {error}") from None
+    expected = sample.reversed()
+    _require(_tensor(clips) and tuple(clips.shape) == tuple(sample.clips.shape) and clips.dtype == torch.uint8, 1,
+             f"return the clips as uint8 [N, T, 3, H, W] {tuple(sample.clips.shape)}, then the labels")
+    _require(torch.equal(clips, expected.clips), 1,
+             "play each clip backwards: reverse the order of its frames (dim 1), nothing else")
+    _require(_tensor(labels) and torch.equal(labels.long().cpu(), expected.motion_labels), 1,
+             "give each clip the label of the reverse motion: right <-> left, down <-> up, grow <-> shrink")
+
+
+def check_11_2(tokens_per_clip, attention_ratio) -> None:
+    for frames, size, tubelet, patch in [(8, 32, 2, 8), (8, 32, 1, 4), (16, 64, 4, 16), (6, 48, 3, 8)]:
+        expected = (frames // tubelet) * (size // patch) ** 2
+        _require(_close(tokens_per_clip(frames, size, tubelet, patch), expected, 0), 2,
+                 f"tokens_per_clip({frames}, {size}, {tubelet}, {patch}) should be {expected}: "
+                 f"(frames / tubelet) time steps of (image_size / patch)^2 cells")
+    _require(_close(attention_ratio, (512 / 64) ** 2, 1e-6), 2,
+             "attention_ratio: the number of attention pairs (tokens squared) of tubelets 1x4x4 over that of 2x8x8")
