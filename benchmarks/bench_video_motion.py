@@ -29,8 +29,9 @@ def probe_rows(encoders: dict, fit, test) -> dict:
     labels = torch.cat([test.motion_labels, test.motion_labels ^ 1])
     rows = {}
     for name, (encoder, in_order) in encoders.items():
-        predicted = torch.as_tensor(linear_probe(clip_features(encoder, fit.clips, in_order=in_order), fit.motion_labels,
-                                                 clip_features(encoder, test_clips, in_order=in_order), labels)["predictions"])
+        fit_x = clip_features(encoder, fit.clips, in_order=in_order)
+        test_x = clip_features(encoder, test_clips, in_order=in_order)
+        predicted = torch.as_tensor(linear_probe(fit_x, fit.motion_labels, test_x, labels)["predictions"])
         pair = predicted // 2 == labels // 2
         rows[name] = ((predicted == labels).float().mean().item(), pair.float().mean().item(),
                       (predicted == labels)[pair].float().mean().item())
