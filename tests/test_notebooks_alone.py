@@ -77,6 +77,6 @@ def test_notebook_runs_alone_and_names_its_checkpoint(fresh_copy, name):
                      for cell in nbformat.read(executed, as_version=4).cells if cell.cell_type == "code"
                      for output in cell.get("outputs", []))
     assert NOTEBOOKS[name] in text, f"{name} never names {NOTEBOOKS[name]} in its output"
-    if name != "08_prediction_vs_reconstruction.ipynb":
+    if name in ("06_what_it_learned.ipynb", "07_dense_tasks.ipynb"):   # they read notebook 05's run if any
         assert "no run of notebook 05" in text
     assert not (fresh_copy / "runs" / "notebook05-test").exists()
